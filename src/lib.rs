@@ -1,0 +1,2 @@
+//! slipway: a self-hosted, git-native CI/CD server.
+pub mod access;
