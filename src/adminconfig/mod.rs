@@ -1,0 +1,126 @@
+//! The admin configuration: YAML files in the `admin` repository's `main` branch.
+//!
+//! The running server keeps the validated configuration in memory ([`AdminState`]) and
+//! swaps it after an accepted push to `admin`, so the next request sees the change
+//! without a restart. Pushes are validated in pre-receive, from git's quarantine,
+//! with the same code `slipway check` uses.
+
+mod seed;
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use crate::access::{parse_access_yaml, AccessConfig, ConfigError};
+use crate::git::{read_file_at, Quarantine};
+
+pub use seed::seed_access_yaml;
+
+/// The repository holding the admin files.
+pub const ADMIN_REPO: &str = "admin";
+/// The branch whose tip is the live configuration.
+pub const ADMIN_REF: &str = "refs/heads/main";
+/// Who may do what.
+pub const ACCESS_FILE: &str = "access.yaml";
+
+/// A validated configuration and the commit it came from.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// `access.yaml`.
+    pub access: AccessConfig,
+    /// The admin commit it was read from.
+    pub commit: String,
+    /// Key fingerprint → user name, for authentication without scanning.
+    pub keys: std::collections::HashMap<String, String>,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A file is invalid.
+    #[error("{0}")]
+    Invalid(#[from] ConfigError),
+    /// A required file is missing from the commit.
+    #[error("{file} is missing from the admin repository's main branch; restore it")]
+    Missing {
+        /// The file.
+        file: &'static str,
+    },
+    /// The file is not UTF-8.
+    #[error("{file} is not UTF-8 text")]
+    NotText {
+        /// The file.
+        file: &'static str,
+    },
+    /// git could not be run.
+    #[error("cannot read the admin repository: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Validates the admin files at `rev` (an object id or ref) of the admin repository at
+/// `repo`, reading from the push quarantine when one is given.
+pub async fn load_at(
+    git: &str,
+    repo: &Path,
+    rev: &str,
+    quarantine: Option<&Quarantine>,
+) -> Result<AccessConfig, LoadError> {
+    let bytes = read_file_at(git, repo, rev, ACCESS_FILE, quarantine)
+        .await?
+        .ok_or(LoadError::Missing { file: ACCESS_FILE })?;
+    let text = String::from_utf8(bytes).map_err(|_| LoadError::NotText { file: ACCESS_FILE })?;
+    Ok(parse_access_yaml(ACCESS_FILE, &text)?)
+}
+
+/// Loads the live configuration: the tip of the admin repository's main branch.
+pub async fn load_current(git: &str, repo: &Path) -> Result<AdminConfig, LoadError> {
+    let commit = resolve(git, repo, ADMIN_REF).await?;
+    let access = load_at(git, repo, &commit, None).await?;
+    let keys = crate::state::key_index(&access);
+    Ok(AdminConfig {
+        access,
+        commit,
+        keys,
+    })
+}
+
+async fn resolve(git: &str, repo: &Path, refname: &str) -> Result<String, LoadError> {
+    let out = tokio::process::Command::new(git)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .arg("--git-dir")
+        .arg(repo)
+        .args(["rev-parse", "--verify", "--quiet"])
+        .arg(format!("{refname}^{{commit}}"))
+        .output()
+        .await?;
+    if !out.status.success() {
+        return Err(LoadError::Missing { file: ACCESS_FILE });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The live configuration, swapped atomically on reload.
+pub struct AdminState {
+    current: RwLock<Arc<AdminConfig>>,
+}
+
+impl AdminState {
+    /// Starts with `config`.
+    pub fn new(config: AdminConfig) -> AdminState {
+        AdminState {
+            current: RwLock::new(Arc::new(config)),
+        }
+    }
+
+    /// The configuration now in force.
+    pub fn get(&self) -> Arc<AdminConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Puts `config` in force for every later request.
+    pub fn replace(&self, config: AdminConfig) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    }
+}

@@ -1,0 +1,48 @@
+//! The HTTP listener (actix-web): `/metrics` and `/healthz`. The agent API and the
+//! dashboard join it with their issues.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+
+use crate::state::ServerState;
+
+async fn metrics(state: web::Data<Arc<ServerState>>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(prometheus::TEXT_FORMAT)
+        .body(state.metrics.render())
+}
+
+async fn healthz(state: web::Data<Arc<ServerState>>) -> HttpResponse {
+    let store = state.store.clone();
+    let db_ok = tokio::task::spawn_blocking(move || store.schema_version().is_ok())
+        .await
+        .unwrap_or(false);
+    if db_ok {
+        HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body("ok\n")
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .content_type("text/plain; charset=utf-8")
+            .body("database unavailable\n")
+    }
+}
+
+/// Starts the HTTP server on `listener`; the returned server runs until stopped.
+pub fn start(state: Arc<ServerState>, listener: TcpListener) -> std::io::Result<actix_web::dev::Server> {
+    let data = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .route("/metrics", web::get().to(metrics))
+            .route("/healthz", web::get().to(healthz))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

@@ -1,0 +1,184 @@
+//! `slipway serve`: wiring the listeners together, and the shutdown order.
+//!
+//! Order on shutdown: stop accepting SSH; let running sessions finish (their hooks still
+//! need the hook socket, so it stays up meanwhile) under a deadline; then stop the hook
+//! socket and HTTP. sqlite closes when the last handle drops.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use slipway_actors::Store;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::adminconfig::AdminState;
+use crate::datadir::DataDir;
+use crate::git::RepoStore;
+use crate::hookrpc::PushRegistry;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::state::ServerState;
+
+/// Where the server listens, after binding (port 0 resolved).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BoundAddresses {
+    /// The SSH listener.
+    pub ssh: SocketAddr,
+    /// The HTTP listener.
+    pub http: SocketAddr,
+    /// The server's process id.
+    pub pid: u32,
+}
+
+/// Serves until `shutdown` completes. `on_bound` is called once the listeners are up.
+pub async fn run(
+    data: DataDir,
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()>,
+    on_bound: impl FnOnce(&BoundAddresses),
+) -> anyhow::Result<()> {
+    if !data.database().exists() || !data.host_key().exists() {
+        anyhow::bail!(
+            "{} is not a slipway data directory; create it with `slipway init --data {} --admin-key KEY.pub`",
+            data.root().display(),
+            data.root().display()
+        );
+    }
+    let host_key = crate::ssh::load_host_key(&data.host_key())?;
+    let store = Store::open(&data.database())?;
+    let repos = RepoStore::new(data.repos());
+    let admin_path = data.repos().join("admin.git");
+    let admin = crate::adminconfig::load_current(&settings.git.binary, &admin_path)
+        .await
+        .context("the admin configuration is invalid; fix it with `slipway check` and a push to admin (or repair the admin repository on disk)")?;
+    install_hooks(&data)?;
+    let state = Arc::new(ServerState {
+        settings: settings.clone(),
+        data: data.clone(),
+        repos,
+        store,
+        admin: AdminState::new(admin),
+        metrics: Metrics::new(),
+        pushes: Arc::new(PushRegistry::default()),
+    });
+
+    // Hook socket.
+    std::fs::create_dir_all(data.run())?;
+    set_mode(&data.run(), 0o700)?;
+    let sock = data.hook_socket();
+    let _ = std::fs::remove_file(&sock);
+    let hook_listener = tokio::net::UnixListener::bind(&sock)
+        .with_context(|| format!("cannot listen on {}", sock.display()))?;
+    set_mode(&sock, 0o600)?;
+
+    let ssh_listener = tokio::net::TcpListener::bind(settings.ssh.listen)
+        .await
+        .with_context(|| format!("cannot listen for SSH on {}", settings.ssh.listen))?;
+    let http_listener = std::net::TcpListener::bind(settings.http.listen)
+        .with_context(|| format!("cannot listen for HTTP on {}", settings.http.listen))?;
+    http_listener.set_nonblocking(true)?;
+    let bound = BoundAddresses {
+        ssh: ssh_listener.local_addr()?,
+        http: http_listener.local_addr()?,
+        pid: std::process::id(),
+    };
+    // Commands print clone URLs with the real port.
+    let state = {
+        let mut s = Arc::try_unwrap(state).map_err(|_| anyhow::anyhow!("state is shared too early"))?;
+        s.settings.ssh.listen = bound.ssh;
+        Arc::new(s)
+    };
+    std::fs::write(data.addresses(), serde_json::to_vec_pretty(&bound)?)?;
+
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let hooks_cancel = CancellationToken::new();
+    let hook_task = tokio::spawn(crate::hookrpc::serve(
+        state.clone(),
+        hook_listener,
+        hooks_cancel.clone(),
+    ));
+    let ssh_task = tokio::spawn(crate::ssh::run(
+        state.clone(),
+        ssh_listener,
+        host_key,
+        cancel.clone(),
+        tracker.clone(),
+    ));
+    self_test_hook(&data).await?;
+    let http = crate::http::start(state.clone(), http_listener)?;
+    let http_handle = http.handle();
+    let http_task = tokio::spawn(http);
+    tracing::info!(ssh = %bound.ssh, http = %bound.http, data = %data.root().display(), "slipway is serving");
+    on_bound(&bound);
+
+    shutdown.await;
+    tracing::info!("shutting down: no new connections; waiting for running sessions");
+    cancel.cancel();
+    let _ = ssh_task.await;
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(35), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("sessions still running after 35 s; stopping anyway");
+    }
+    hooks_cancel.cancel();
+    let _ = hook_task.await;
+    http_handle.stop(true).await;
+    let _ = http_task.await;
+    let _ = std::fs::remove_file(&sock);
+    let _ = std::fs::remove_file(data.addresses());
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set permissions on {}", path.display()))
+}
+
+/// Points `DATA/hooks/{pre,post}-receive` at this executable, which runs the
+/// `slipway-hook` crate's code when called under a hook's name. Using the running
+/// binary (rather than a `slipway-hook` file found nearby) means the hook can never be
+/// an older build than the server it talks to.
+fn install_hooks(data: &DataDir) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find the slipway executable")?;
+    let dir = data.hooks();
+    std::fs::create_dir_all(&dir)?;
+    for name in ["pre-receive", "post-receive"] {
+        let link = dir.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&exe, &link)
+            .with_context(|| format!("cannot install the {name} hook at {}", link.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs the installed pre-receive hook against the live socket with a token that
+/// cannot be valid. It must refuse: a hook that accepts here would let every push
+/// bypass the policy check, so the server does not start.
+async fn self_test_hook(data: &DataDir) -> anyhow::Result<()> {
+    let out = tokio::process::Command::new(data.hooks().join("pre-receive"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("SLIPWAY_HOOK_SOCKET", data.hook_socket())
+        .env("SLIPWAY_PUSH_TOKEN", "self-test")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .context("cannot run the installed pre-receive hook")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() != Some(1) || !stderr.contains("push token") {
+        anyhow::bail!(
+            "the pre-receive hook at {} does not refuse an invalid push (exit {:?}: {}); pushes would bypass access control",
+            data.hooks().join("pre-receive").display(),
+            out.status.code(),
+            stderr.trim()
+        );
+    }
+    Ok(())
+}

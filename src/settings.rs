@@ -1,0 +1,150 @@
+//! `slipway.yaml`: server settings. Defaults, then the file, then command-line flags.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Server settings, as read from `DATA/slipway.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// The SSH listener.
+    pub ssh: SshSettings,
+    /// The HTTP listener (metrics, health).
+    pub http: HttpSettings,
+    /// How git is run.
+    pub git: GitSettings,
+}
+
+/// SSH listener settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SshSettings {
+    /// Address to listen on (`--ssh-listen` overrides).
+    pub listen: SocketAddr,
+    /// Host name shown in the clone URLs slipway prints.
+    pub public_host: Option<String>,
+    /// A connection must authenticate within this time.
+    #[serde(with = "humantime_serde_compat")]
+    pub login_grace_time: Duration,
+    /// A connection with no traffic for this long is closed. Transfers that move data
+    /// never hit it, however long they take.
+    #[serde(with = "humantime_serde_compat")]
+    pub idle_timeout: Duration,
+    /// Sessions (channels) one connection may have open at once.
+    pub max_sessions_per_connection: usize,
+    /// Connections that have not authenticated yet, at once (like OpenSSH's MaxStartups).
+    pub max_unauthenticated: usize,
+    /// Accept legacy `ssh-rsa` (SHA-1) signatures. Off: RSA keys must sign with SHA-2.
+    pub allow_ssh_rsa_sha1: bool,
+}
+
+/// HTTP listener settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Address to listen on (`--http-listen` overrides).
+    pub listen: SocketAddr,
+}
+
+/// How slipway runs git.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GitSettings {
+    /// The git program.
+    pub binary: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            ssh: SshSettings::default(),
+            http: HttpSettings::default(),
+            git: GitSettings::default(),
+        }
+    }
+}
+
+impl Default for SshSettings {
+    fn default() -> Self {
+        SshSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 2222)),
+            public_host: None,
+            login_grace_time: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(600),
+            max_sessions_per_connection: 10,
+            max_unauthenticated: 64,
+            allow_ssh_rsa_sha1: false,
+        }
+    }
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+impl Default for GitSettings {
+    fn default() -> Self {
+        GitSettings {
+            binary: "git".into(),
+        }
+    }
+}
+
+impl Settings {
+    /// Reads `path`; a missing file means all defaults.
+    pub fn load(path: &Path) -> anyhow::Result<Settings> {
+        use anyhow::Context;
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Settings::default()),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let settings: Settings = serde_yaml::from_str(&text)
+            .with_context(|| format!("{} is not valid; fix it and start again", path.display()))?;
+        if settings.ssh.max_sessions_per_connection == 0 || settings.ssh.max_unauthenticated == 0 {
+            anyhow::bail!(
+                "{}: ssh.max_sessions_per_connection and ssh.max_unauthenticated must be at least 1",
+                path.display()
+            );
+        }
+        Ok(settings)
+    }
+}
+
+/// Durations written the human way: `60s`, `10m`, `1h 30m`.
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!("`{s}` is not a duration ({e}); write e.g. `60s` or `10m`"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_settings_parse() {
+        let text = include_str!("../etc/slipway.yaml");
+        let s: Settings = serde_yaml::from_str(text).expect("etc/slipway.yaml parses");
+        assert_eq!(s.ssh.login_grace_time, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn bad_duration_says_what_to_write() {
+        let err = serde_yaml::from_str::<Settings>("ssh: { idle_timeout: soon }").unwrap_err();
+        assert!(err.to_string().contains("write e.g."), "{err}");
+    }
+}

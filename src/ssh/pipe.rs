@@ -1,0 +1,57 @@
+//! Joining an SSH channel to a child process: stdin from the client, stdout and stderr
+//! back, with backpressure both ways, then the exit status.
+
+use russh::server::Msg;
+use russh::{Channel, ChannelMsg};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Child;
+
+/// Pipes `channel` through `child` until the child exits; returns its exit code
+/// (255 when it was killed by a signal). Sends exit status, EOF and close.
+pub async fn pipe_child(channel: Channel<Msg>, mut child: Child) -> u32 {
+    let (mut rx, tx) = channel.split();
+    let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        let _ = tx.exit_status(255).await;
+        let _ = tx.close().await;
+        return 255;
+    };
+    // Client → child. The bounded channel queue plus awaiting the pipe write is the
+    // backpressure: a slow child slows the client down at the TCP level.
+    let feed = tokio::spawn(async move {
+        while let Some(msg) = rx.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => {
+                    if stdin.write_all(&data).await.is_err() {
+                        break;
+                    }
+                }
+                ChannelMsg::Eof | ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        // Dropping stdin gives the child its EOF.
+        drop(stdin);
+        // Keep draining so a client that sends after EOF cannot stall the connection.
+        while rx.wait().await.is_some() {}
+    });
+    let mut out = tx.make_writer();
+    let mut err = tx.make_writer_ext(Some(1));
+    // Child → client; the writers wait for the peer's window.
+    let (_, _) = tokio::join!(
+        tokio::io::copy(&mut stdout, &mut out),
+        tokio::io::copy(&mut stderr, &mut err)
+    );
+    let _ = out.flush().await;
+    let _ = err.flush().await;
+    let code = match child.wait().await {
+        Ok(status) => status.code().map(|c| c as u32).unwrap_or(255),
+        Err(_) => 255,
+    };
+    feed.abort();
+    let _ = tx.exit_status(code).await;
+    let _ = tx.eof().await;
+    let _ = tx.close().await;
+    code
+}

@@ -1,0 +1,123 @@
+//! The accept loop: admission control for unauthenticated connections, login grace
+//! time, and graceful shutdown.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::server::Config;
+use russh::{MethodKind, MethodSet};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::handler::ConnectionHandler;
+use crate::state::ServerState;
+
+/// Builds the russh configuration from the settings.
+fn config(state: &ServerState, host_key: russh::keys::PrivateKey) -> Config {
+    let ssh = &state.settings.ssh;
+    Config {
+        server_id: russh::SshId::Standard(format!("SSH-2.0-slipway_{}", env!("CARGO_PKG_VERSION")).into()),
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        // OpenSSH probes with `none` first: answer at once, or every connection pays.
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        auth_rejection_time: Duration::from_millis(100),
+        keys: vec![host_key],
+        inactivity_timeout: Some(ssh.idle_timeout),
+        keepalive_interval: None,
+        nodelay: true,
+        window_size: 8 << 20,
+        maximum_packet_size: 32768,
+        max_auth_attempts: 6,
+        ..Default::default()
+    }
+}
+
+/// Serves SSH on `listener` until `cancel` fires; connections are tracked by `tracker`
+/// so shutdown can wait for them.
+pub async fn run(
+    state: Arc<ServerState>,
+    listener: TcpListener,
+    host_key: russh::keys::PrivateKey,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let config = Arc::new(config(&state, host_key));
+    let unauthenticated = Arc::new(Semaphore::new(state.settings.ssh.max_unauthenticated));
+    let grace = state.settings.ssh.login_grace_time;
+    loop {
+        let (socket, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "ssh accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = unauthenticated.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "too many unauthenticated connections; refusing");
+            state
+                .metrics
+                .ssh_refused_total
+                .with_label_values(&["unauthenticated-limit"])
+                .inc();
+            drop(socket);
+            continue;
+        };
+        let authenticated = Arc::new(AtomicBool::new(false));
+        let handler =
+            ConnectionHandler::new(state.clone(), Some(peer), permit, authenticated.clone());
+        let config = config.clone();
+        let state = state.clone();
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            let _ = socket.set_nodelay(true);
+            let session = match russh::server::run_stream(config, socket, handler).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "ssh handshake failed");
+                    return;
+                }
+            };
+            let handle = session.handle();
+            tokio::pin!(session);
+            tokio::select! {
+                _ = &mut session => return,
+                _ = tokio::time::sleep(grace) => {}
+            }
+            if !authenticated.load(Ordering::Acquire) {
+                tracing::info!(%peer, "login grace time over; disconnecting");
+                state
+                    .metrics
+                    .ssh_refused_total
+                    .with_label_values(&["login-grace-time"])
+                    .inc();
+                let _ = handle
+                    .disconnect(
+                        russh::Disconnect::ByApplication,
+                        "authentication took too long".into(),
+                        "en".into(),
+                    )
+                    .await;
+            }
+            tokio::select! {
+                _ = &mut session => {}
+                _ = cancel.cancelled() => {
+                    // Shutdown: give running transfers time to finish before cutting.
+                    tokio::select! {
+                        _ = &mut session => {}
+                        _ = tokio::time::sleep(Duration::from_secs(30)) => {
+                            let _ = handle.disconnect(russh::Disconnect::ByApplication, "server shutting down".into(), "en".into()).await;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
