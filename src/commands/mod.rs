@@ -109,7 +109,7 @@ pub async fn run(ctx: &CommandContext<'_>, argv: Vec<String>, out: Out<'_>, err:
     } else {
         argv
     };
-    let cli = match Cli::try_parse_from(std::iter::once("slipway".to_string()).chain(argv)) {
+    let cli = match Cli::try_parse_from(std::iter::once("ssh git@HOST".to_string()).chain(argv)) {
         Ok(cli) => cli,
         Err(e) => {
             let text = e.render().to_string();

@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::command_line::{parse_exec, ExecCommand};
 use super::handler::SessionSlot;
-use super::pipe::pipe_child;
+use super::pipe::{finish, pipe_child};
 use super::Identity;
 use crate::access::Resource;
 use crate::commands::{self, CommandContext};
@@ -176,12 +176,12 @@ async fn run_git(
         git_protocol.as_deref(),
         &extra,
     );
-    let code = match cmd.spawn() {
+    let (code, finisher) = match cmd.spawn() {
         Ok(child) => pipe_child(channel, child).await,
         Err(e) => {
             tracing::error!(error = %e, git = %state.settings.git.binary, "cannot run git");
             fail(channel, "slipway: the server cannot run git; tell the administrator\n", 1).await;
-            1
+            return 1;
         }
     };
     drop(token);
@@ -196,6 +196,8 @@ async fn run_git(
             tracing::info!(%repo, "push into a new repository failed; removed it again");
         }
     }
+    // Only now does the client's command end: what it sees next reflects the cleanup.
+    finish(finisher, code).await;
     let m = &state.metrics;
     m.git_operations_total
         .with_label_values(&[service.verb(), if code == 0 { "ok" } else { "failed" }])

@@ -2,20 +2,30 @@
 //! back, with backpressure both ways, then the exit status.
 
 use russh::server::Msg;
-use russh::{Channel, ChannelMsg};
+use russh::{Channel, ChannelMsg, ChannelWriteHalf};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Child;
 
+/// The channel's writing half, kept open after the child exits so the caller can
+/// finish its own work before the client learns the outcome.
+pub type Finisher = ChannelWriteHalf<Msg>;
+
+/// Sends the exit status, EOF and close: the client's command ends here.
+pub async fn finish(tx: Finisher, code: u32) {
+    let _ = tx.exit_status(code).await;
+    let _ = tx.eof().await;
+    let _ = tx.close().await;
+}
+
 /// Pipes `channel` through `child` until the child exits; returns its exit code
-/// (255 when it was killed by a signal). Sends exit status, EOF and close.
-pub async fn pipe_child(channel: Channel<Msg>, mut child: Child) -> u32 {
+/// (255 when it was killed by a signal) and the writing half, still open: call
+/// [`finish`] with it.
+pub async fn pipe_child(channel: Channel<Msg>, mut child: Child) -> (u32, Finisher) {
     let (mut rx, tx) = channel.split();
     let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
-        let _ = tx.exit_status(255).await;
-        let _ = tx.close().await;
-        return 255;
+        return (255, tx);
     };
     // Client → child. The bounded channel queue plus awaiting the pipe write is the
     // backpressure: a slow child slows the client down at the TCP level.
@@ -50,8 +60,5 @@ pub async fn pipe_child(channel: Channel<Msg>, mut child: Child) -> u32 {
         Err(_) => 255,
     };
     feed.abort();
-    let _ = tx.exit_status(code).await;
-    let _ = tx.eof().await;
-    let _ = tx.close().await;
-    code
+    (code, tx)
 }

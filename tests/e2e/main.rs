@@ -1,1 +1,19 @@
-fn main(){}
+//! End-to-end tests: the real `slipway` binary on random loopback ports, driven by the
+//! real OpenSSH `ssh` and `git` clients (and real peers such as Prometheus).
+//!
+//! One test binary (see Cargo.toml `[[test]]`), one module per area. `harness` starts
+//! servers and holds the identities: `admin`, `alice` (a developer), `bob` (a reader)
+//! and `mallory` (a key slipway does not know).
+
+mod harness;
+
+mod access;
+mod admin_config;
+mod audit;
+mod auth;
+mod bad_input;
+mod cli;
+mod git_transport;
+mod limits;
+mod metrics;
+mod repos;
