@@ -11,7 +11,11 @@ use slipway::datadir::DataDir;
 use slipway::settings::Settings;
 
 #[derive(Parser)]
-#[command(name = "slipway", version, about = "A self-hosted, git-native CI/CD server")]
+#[command(
+    name = "slipway",
+    version,
+    about = "A self-hosted, git-native CI/CD server"
+)]
 struct Args {
     #[command(subcommand)]
     command: Command,
@@ -64,7 +68,10 @@ enum Command {
 fn main() -> ExitCode {
     // Installed as DATA/hooks/pre-receive and post-receive, this binary is the hook.
     let arg0 = std::env::args().next().unwrap_or_default();
-    match std::path::Path::new(&arg0).file_name().and_then(|n| n.to_str()) {
+    match std::path::Path::new(&arg0)
+        .file_name()
+        .and_then(|n| n.to_str())
+    {
         Some("pre-receive") => return hook(slipway_hook::wire::Phase::PreReceive),
         Some("post-receive") => return hook(slipway_hook::wire::Phase::PostReceive),
         _ => {}
@@ -117,7 +124,11 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             for line in lines {
                 println!("{line}");
             }
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Hook { phase } => match phase.as_str() {
             "pre-receive" => Ok(hook(slipway_hook::wire::Phase::PreReceive)),

@@ -86,7 +86,8 @@ pub async fn run(
     };
     // Commands print clone URLs with the real port.
     let state = {
-        let mut s = Arc::try_unwrap(state).map_err(|_| anyhow::anyhow!("state is shared too early"))?;
+        let mut s =
+            Arc::try_unwrap(state).map_err(|_| anyhow::anyhow!("state is shared too early"))?;
         s.settings.ssh.listen = bound.ssh;
         Arc::new(s)
     };

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// Server settings, as read from `DATA/slipway.yaml`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// The SSH listener.
@@ -55,16 +55,6 @@ pub struct HttpSettings {
 pub struct GitSettings {
     /// The git program.
     pub binary: String,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            ssh: SshSettings::default(),
-            http: HttpSettings::default(),
-            git: GitSettings::default(),
-        }
-    }
 }
 
 impl Default for SshSettings {
@@ -126,7 +116,9 @@ mod humantime_serde_compat {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
         humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!("`{s}` is not a duration ({e}); write e.g. `60s` or `10m`"))
+            serde::de::Error::custom(format!(
+                "`{s}` is not a duration ({e}); write e.g. `60s` or `10m`"
+            ))
         })
     }
 }

@@ -54,11 +54,17 @@ impl ServerState {
             Ok(config) => {
                 tracing::info!(commit = %config.commit, users = config.access.users.len(), "admin configuration loaded");
                 self.admin.replace(config);
-                self.metrics.config_reloads_total.with_label_values(&["ok"]).inc();
+                self.metrics
+                    .config_reloads_total
+                    .with_label_values(&["ok"])
+                    .inc();
                 Ok(())
             }
             Err(e) => {
-                self.metrics.config_reloads_total.with_label_values(&["failed"]).inc();
+                self.metrics
+                    .config_reloads_total
+                    .with_label_values(&["failed"])
+                    .inc();
                 Err(e)
             }
         }
@@ -70,6 +76,10 @@ pub fn key_index(access: &crate::access::AccessConfig) -> HashMap<String, String
     access
         .users
         .iter()
-        .flat_map(|(name, user)| user.keys.iter().map(move |k| (k.fingerprint.clone(), name.clone())))
+        .flat_map(|(name, user)| {
+            user.keys
+                .iter()
+                .map(move |k| (k.fingerprint.clone(), name.clone()))
+        })
         .collect()
 }

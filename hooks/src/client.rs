@@ -43,10 +43,12 @@ pub fn run(phase: Phase) -> i32 {
 }
 
 fn try_run(phase: Phase) -> Result<HookResponse, String> {
-    let socket = std::env::var("SLIPWAY_HOOK_SOCKET")
-        .map_err(|_| "SLIPWAY_HOOK_SOCKET is not set; this hook only runs under slipway".to_string())?;
-    let token = std::env::var("SLIPWAY_PUSH_TOKEN")
-        .map_err(|_| "SLIPWAY_PUSH_TOKEN is not set; this hook only runs under slipway".to_string())?;
+    let socket = std::env::var("SLIPWAY_HOOK_SOCKET").map_err(|_| {
+        "SLIPWAY_HOOK_SOCKET is not set; this hook only runs under slipway".to_string()
+    })?;
+    let token = std::env::var("SLIPWAY_PUSH_TOKEN").map_err(|_| {
+        "SLIPWAY_PUSH_TOKEN is not set; this hook only runs under slipway".to_string()
+    })?;
     let mut input = String::new();
     std::io::stdin()
         .take(MAX_LINE as u64)
@@ -138,7 +140,8 @@ fn exchange(socket: &str, request: &HookRequest) -> Result<HookResponse, String>
         .set_read_timeout(Some(TIMEOUT))
         .and_then(|_| stream.set_write_timeout(Some(TIMEOUT)))
         .map_err(|e| format!("cannot set socket timeouts: {e}"))?;
-    let mut line = serde_json::to_vec(request).map_err(|e| format!("cannot encode request: {e}"))?;
+    let mut line =
+        serde_json::to_vec(request).map_err(|e| format!("cannot encode request: {e}"))?;
     line.push(b'\n');
     stream
         .write_all(&line)
@@ -148,7 +151,8 @@ fn exchange(socket: &str, request: &HookRequest) -> Result<HookResponse, String>
     reader
         .read_line(&mut answer)
         .map_err(|e| format!("no answer from the slipway server: {e}"))?;
-    serde_json::from_str(&answer).map_err(|e| format!("unreadable answer from the slipway server: {e}"))
+    serde_json::from_str(&answer)
+        .map_err(|e| format!("unreadable answer from the slipway server: {e}"))
 }
 
 #[cfg(test)]

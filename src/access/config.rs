@@ -141,8 +141,7 @@ pub fn check_name(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 64
         && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if ok {
         Ok(())
@@ -220,12 +219,18 @@ impl<'de> Deserialize<'de> for Email {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         let valid = s.len() <= 254
-            && s.split_once('@').is_some_and(|(l, h)| !l.is_empty() && h.contains('.') || h == "localhost")
-            && !s.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>');
+            && s.split_once('@')
+                .is_some_and(|(l, h)| !l.is_empty() && h.contains('.') || h == "localhost")
+            && !s
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>');
         if valid {
             Ok(Email(s))
         } else {
-            Err(D::Error::custom(format!("`{}` is not an email address", truncate(&s))))
+            Err(D::Error::custom(format!(
+                "`{}` is not an email address",
+                truncate(&s)
+            )))
         }
     }
 }
@@ -250,7 +255,9 @@ fn check_action(s: &str) -> Result<(), String> {
         ));
     };
     let has_glob = verb.contains(['*', '?', '[', '{']);
-    let known_family = KNOWN_ACTIONS.iter().any(|a| a.starts_with(&format!("{family}:")));
+    let known_family = KNOWN_ACTIONS
+        .iter()
+        .any(|a| a.starts_with(&format!("{family}:")));
     if known_family && !has_glob && !KNOWN_ACTIONS.contains(&s) {
         return Err(format!(
             "unknown action `{}`; known actions: {}",
@@ -272,7 +279,9 @@ struct ResourceText(ResourcePattern);
 impl<'de> Deserialize<'de> for ResourceText {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Ok(ResourceText(ResourcePattern::parse(&s).map_err(D::Error::custom)?))
+        Ok(ResourceText(
+            ResourcePattern::parse(&s).map_err(D::Error::custom)?,
+        ))
     }
 }
 
@@ -293,11 +302,17 @@ pub fn parse_access_yaml(file: &str, text: &str) -> Result<AccessConfig, ConfigE
         return Err(at(
             1,
             1,
-            format!("the file is {} bytes; the limit is {MAX_FILE_BYTES}", text.len()),
+            format!(
+                "the file is {} bytes; the limit is {MAX_FILE_BYTES}",
+                text.len()
+            ),
         ));
     }
     let to_err = |e: serde_yaml::Error| {
-        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
         // serde_yaml prefixes the message with the location; keep just the message.
         let msg = e.to_string();
         let msg = msg

@@ -45,9 +45,9 @@ impl Resource {
 
     /// Parses `repo:NAME[:REF]` or `KIND:NAME`, as typed in `policy simulate`.
     pub fn parse(text: &str) -> Result<Resource, String> {
-        let (kind, rest) = text
-            .split_once(':')
-            .ok_or_else(|| format!("resource `{text}` must look like `repo:NAME` or `repo:NAME:REF`"))?;
+        let (kind, rest) = text.split_once(':').ok_or_else(|| {
+            format!("resource `{text}` must look like `repo:NAME` or `repo:NAME:REF`")
+        })?;
         if rest.is_empty() {
             return Err(format!("resource `{text}` names nothing after `{kind}:`"));
         }
@@ -155,9 +155,11 @@ impl AccessConfig {
         for (s, via) in self.statements_of(user) {
             let outcome = if !s.matches_action(action) {
                 "action does not match"
-            } else if !s.resources.iter().any(|r| {
-                r.matches(&resource.kind, &resource.name, resource.refname.as_deref())
-            }) {
+            } else if !s
+                .resources
+                .iter()
+                .any(|r| r.matches(&resource.kind, &resource.name, resource.refname.as_deref()))
+            {
                 "resource does not match"
             } else {
                 match s.effect {

@@ -13,7 +13,9 @@ mod config;
 mod evaluate;
 mod pattern;
 
-pub use config::{check_name as config_check_name, parse_access_yaml, AccessConfig, ConfigError, User, UserKey};
+pub use config::{
+    check_name as config_check_name, parse_access_yaml, AccessConfig, ConfigError, User, UserKey,
+};
 pub use evaluate::{Decision, Resource, StatementTrace, Trace};
 pub use pattern::{Effect, Statement};
 

@@ -120,7 +120,9 @@ impl ResourcePattern {
 
     /// Whether the pattern covers the whole repository, every ref included.
     pub fn covers_all_refs(&self) -> bool {
-        self.refname.as_ref().is_none_or(|p| p.as_str() == "*" || p.as_str() == "**")
+        self.refname
+            .as_ref()
+            .is_none_or(|p| p.as_str() == "*" || p.as_str() == "**")
     }
 
     /// The source text.

@@ -48,15 +48,57 @@ fn decisions_follow_deny_then_allow_then_implicit_deny() {
     check(
         &sample(),
         &[
-            ("admin", "repo:delete", "repo:anything", true, "administrator[1]"),
+            (
+                "admin",
+                "repo:delete",
+                "repo:anything",
+                true,
+                "administrator[1]",
+            ),
             ("alice", "git:pull", "repo:app-web", true, "developer[1]"),
-            ("alice", "git:push", "repo:app-web:refs/heads/main", true, "developer[1]"),
-            ("alice", "git:force-push", "repo:app-web:refs/heads/main", false, "developer[2]"),
-            ("alice", "git:delete-ref", "repo:app-web:refs/heads/main", false, "developer[2]"),
-            ("alice", "git:force-push", "repo:app-web:refs/heads/feature/x", true, "developer[3]"),
-            ("alice", "git:force-push", "repo:app-web:refs/heads/other", false, "no statement"),
+            (
+                "alice",
+                "git:push",
+                "repo:app-web:refs/heads/main",
+                true,
+                "developer[1]",
+            ),
+            (
+                "alice",
+                "git:force-push",
+                "repo:app-web:refs/heads/main",
+                false,
+                "developer[2]",
+            ),
+            (
+                "alice",
+                "git:delete-ref",
+                "repo:app-web:refs/heads/main",
+                false,
+                "developer[2]",
+            ),
+            (
+                "alice",
+                "git:force-push",
+                "repo:app-web:refs/heads/feature/x",
+                true,
+                "developer[3]",
+            ),
+            (
+                "alice",
+                "git:force-push",
+                "repo:app-web:refs/heads/other",
+                false,
+                "no statement",
+            ),
             ("alice", "git:pull", "repo:admin", false, "no statement"),
-            ("alice", "repo:delete", "repo:app-web", false, "no statement"),
+            (
+                "alice",
+                "repo:delete",
+                "repo:app-web",
+                false,
+                "no statement",
+            ),
             ("nobody", "git:pull", "repo:app-web", false, "no statement"),
         ],
     );
@@ -68,8 +110,14 @@ fn ref_level_statements_do_not_grant_repo_level_actions() {
         "policies:\n  administrator:",
         "policies:\n  narrow:\n    - { effect: allow, actions: [\"git:pull\"], resources: [\"repo:x:refs/heads/main\"] }\n  administrator:",
     );
-    let yaml = yaml.replace("dev:    { policies: [developer] }", "dev:    { policies: [narrow] }");
-    check(&yaml, &[("alice", "git:pull", "repo:x", false, "no statement")]);
+    let yaml = yaml.replace(
+        "dev:    { policies: [developer] }",
+        "dev:    { policies: [narrow] }",
+    );
+    check(
+        &yaml,
+        &[("alice", "git:pull", "repo:x", false, "no statement")],
+    );
 }
 
 #[test]
@@ -137,7 +185,10 @@ fn syntax_errors_and_unknown_fields_are_located() {
 fn refuses_a_config_without_an_administrator() {
     let err = error_of(&sample().replace("groups: [admins]", "groups: [dev]"));
     assert_eq!(err.line, 1);
-    assert!(err.message.contains("no user with a key could administer"), "{err}");
+    assert!(
+        err.message.contains("no user with a key could administer"),
+        "{err}"
+    );
     // An administrator without keys does not count either.
     let no_key = sample().replace(&format!("keys: [\"{ADMIN_KEY}\"], "), "");
     assert!(error_of(&no_key).message.contains("no user with a key"));
@@ -152,7 +203,9 @@ fn duplicate_keys_are_refused() {
 #[test]
 fn yaml_bombs_and_huge_files_are_refused() {
     // Billion laughs: nine levels of nine-fold aliases, used where names are expected.
-    let mut bomb = String::from("users:\n  x:\n    groups: &l0 [\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\"]\n");
+    let mut bomb = String::from(
+        "users:\n  x:\n    groups: &l0 [\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\"]\n",
+    );
     for i in 1..9 {
         let p = i - 1;
         bomb.push_str(&format!(
@@ -172,7 +225,10 @@ fn yaml_bombs_and_huge_files_are_refused() {
         "]".repeat(10_000)
     );
     let err = error_of(&deep);
-    assert!(err.message.contains("recursion limit") || err.message.contains("invalid type"), "{err}");
+    assert!(
+        err.message.contains("recursion limit") || err.message.contains("invalid type"),
+        "{err}"
+    );
 }
 
 #[test]

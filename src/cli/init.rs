@@ -43,8 +43,14 @@ pub fn init(data: &DataDir, admin_key_file: &Path, admin_name: &str) -> anyhow::
         )
     })?;
     let mut lines = Vec::new();
-    for dir in [data.root().to_path_buf(), data.keys(), data.repos(), data.run()] {
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for dir in [
+        data.root().to_path_buf(),
+        data.keys(),
+        data.repos(),
+        data.run(),
+    ] {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     set_private(&data.keys())?;
     if data.settings().exists() {
@@ -55,7 +61,10 @@ pub fn init(data: &DataDir, admin_key_file: &Path, admin_name: &str) -> anyhow::
         lines.push(format!("created   {}", data.settings().display()));
     }
     if crate::ssh::generate_host_key(&data.host_key())? {
-        lines.push(format!("created   {} (SSH host key)", data.host_key().display()));
+        lines.push(format!(
+            "created   {} (SSH host key)",
+            data.host_key().display()
+        ));
     } else {
         lines.push(format!("kept      {}", data.host_key().display()));
     }

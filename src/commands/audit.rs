@@ -30,7 +30,11 @@ pub async fn run(ctx: &CommandContext<'_>, args: Args) -> CommandResult {
         .admin
         .get()
         .access
-        .evaluate(&ctx.identity.user, "audit:read", &Resource::other("audit", "log"))
+        .evaluate(
+            &ctx.identity.user,
+            "audit:read",
+            &Resource::other("audit", "log"),
+        )
         .allowed();
     if !allowed {
         return Err(CommandError::new(format!(
@@ -91,7 +95,9 @@ pub async fn run(ctx: &CommandContext<'_>, args: Args) -> CommandResult {
 }
 
 fn short(id: &Option<String>) -> String {
-    id.as_deref().map(|s| s[..s.len().min(8)].to_string()).unwrap_or_default()
+    id.as_deref()
+        .map(|s| s[..s.len().min(8)].to_string())
+        .unwrap_or_default()
 }
 
 /// Turns `--since` into an RFC 3339 UTC timestamp comparable with stored times.
@@ -133,6 +139,9 @@ mod tests {
             "2026-01-31T10:00:00Z"
         );
         assert!(parse_since("2h").unwrap().ends_with('Z'));
-        assert!(parse_since("yesterday").unwrap_err().message.contains("not a time"));
+        assert!(parse_since("yesterday")
+            .unwrap_err()
+            .message
+            .contains("not a time"));
     }
 }

@@ -103,8 +103,7 @@ pub fn metric_name(argv: &[String]) -> &'static str {
 /// Runs `argv` and returns the exit status.
 pub async fn run(ctx: &CommandContext<'_>, argv: Vec<String>, out: Out<'_>, err: Out<'_>) -> u32 {
     // `help` is the documented entry point; clap spells it `--help` at the top level.
-    let argv: Vec<String> = if argv.first().map(String::as_str) == Some("help") && argv.len() == 1
-    {
+    let argv: Vec<String> = if argv.first().map(String::as_str) == Some("help") && argv.len() == 1 {
         vec!["--help".into()]
     } else {
         argv
@@ -117,7 +116,11 @@ pub async fn run(ctx: &CommandContext<'_>, argv: Vec<String>, out: Out<'_>, err:
                 clap::error::ErrorKind::DisplayHelp
                 | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
                     let _ = out.write_all(text.as_bytes()).await;
-                    if e.kind() == clap::error::ErrorKind::DisplayHelp { 0 } else { 2 }
+                    if e.kind() == clap::error::ErrorKind::DisplayHelp {
+                        0
+                    } else {
+                        2
+                    }
                 }
                 _ => {
                     let _ = err.write_all(text.as_bytes()).await;
@@ -138,7 +141,9 @@ pub async fn run(ctx: &CommandContext<'_>, argv: Vec<String>, out: Out<'_>, err:
             0
         }
         Err(e) => {
-            let _ = err.write_all(format!("slipway: {}\n", e.message).as_bytes()).await;
+            let _ = err
+                .write_all(format!("slipway: {}\n", e.message).as_bytes())
+                .await;
             e.code
         }
     }

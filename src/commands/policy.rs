@@ -53,7 +53,11 @@ pub async fn run(ctx: &CommandContext<'_>, cmd: PolicyCommand) -> CommandResult 
     // Anyone may ask about themselves; asking about others needs policy:simulate.
     if user != ctx.identity.user
         && !access
-            .evaluate(&ctx.identity.user, "policy:simulate", &Resource::other("policy", &user))
+            .evaluate(
+                &ctx.identity.user,
+                "policy:simulate",
+                &Resource::other("policy", &user),
+            )
             .allowed()
     {
         return Err(CommandError::new(format!(
@@ -62,7 +66,9 @@ pub async fn run(ctx: &CommandContext<'_>, cmd: PolicyCommand) -> CommandResult 
         )));
     }
     if !access.users.contains_key(&user) {
-        return Err(CommandError::new(format!("no user `{user}` in access.yaml")));
+        return Err(CommandError::new(format!(
+            "no user `{user}` in access.yaml"
+        )));
     }
     let resource = Resource::parse(&resource).map_err(CommandError::new)?;
     let trace = access.explain(&user, &action, &resource);
@@ -95,8 +101,14 @@ pub async fn run(ctx: &CommandContext<'_>, cmd: PolicyCommand) -> CommandResult 
         text.push_str("  (no policies apply to this user)\n");
     }
     for row in &report.statements {
-        text.push_str(&format!("  {:<24} {}  (via {})\n", row.outcome, row.statement, row.via));
+        text.push_str(&format!(
+            "  {:<24} {}  (via {})\n",
+            row.outcome, row.statement, row.via
+        ));
     }
-    text.push_str(&format!("decision: {} by {}\n", report.decision, report.decided_by));
+    text.push_str(&format!(
+        "decision: {} by {}\n",
+        report.decision, report.decided_by
+    ));
     Ok(text)
 }

@@ -40,7 +40,10 @@ pub async fn run(ctx: &CommandContext<'_>, cmd: RepoCommand) -> CommandResult {
     match cmd {
         RepoCommand::Create { name } => create(ctx, &name).await,
         RepoCommand::List { json: as_json } => list(ctx, as_json).await,
-        RepoCommand::Info { name, json: as_json } => info(ctx, &name, as_json).await,
+        RepoCommand::Info {
+            name,
+            json: as_json,
+        } => info(ctx, &name, as_json).await,
         RepoCommand::Delete { name } => delete(ctx, &name).await,
     }
 }
@@ -50,7 +53,9 @@ fn parse_name(name: &str) -> Result<RepoName, CommandError> {
 }
 
 fn not_found(name: &RepoName) -> CommandError {
-    CommandError::new(format!("repository `{name}` not found (or you may not read it)"))
+    CommandError::new(format!(
+        "repository `{name}` not found (or you may not read it)"
+    ))
 }
 
 fn allowed(ctx: &CommandContext<'_>, action: &str, name: &RepoName) -> bool {
@@ -94,11 +99,15 @@ async fn create(ctx: &CommandContext<'_>, name: &str) -> CommandResult {
     match blocking("creating a repository", move || repos.create(&n)).await? {
         Ok(_) => {}
         Err(RepoStoreError::Exists(_)) if allowed(ctx, "git:pull", &name) => {
-            return Err(CommandError::new(format!("repository `{name}` already exists")))
+            return Err(CommandError::new(format!(
+                "repository `{name}` already exists"
+            )))
         }
         // Someone else's private repository: do not reveal it, but do not clobber it.
         Err(RepoStoreError::Exists(_)) => {
-            return Err(CommandError::new(format!("cannot create `{name}`: the name is taken")))
+            return Err(CommandError::new(format!(
+                "cannot create `{name}`: the name is taken"
+            )))
         }
         Err(e) => return Err(CommandError::internal("creating a repository", e)),
     }
@@ -116,7 +125,11 @@ pub fn clone_url(ctx: &CommandContext<'_>, name: &RepoName) -> String {
         .public_host
         .clone()
         .unwrap_or_else(|| ssh.listen.ip().to_string());
-    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
     format!("ssh://git@{host}:{}/{name}.git", ssh.listen.port())
 }
 

@@ -38,6 +38,10 @@ pub async fn run(ctx: &CommandContext<'_>, args: Args) -> CommandResult {
         who.user,
         who.key_fingerprint,
         who.email.unwrap_or("-"),
-        if who.groups.is_empty() { "-".to_string() } else { who.groups.join(", ") }
+        if who.groups.is_empty() {
+            "-".to_string()
+        } else {
+            who.groups.join(", ")
+        }
     ))
 }

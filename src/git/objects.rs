@@ -89,7 +89,9 @@ pub async fn read_file_at(
     {
         use tokio::io::AsyncWriteExt;
         let mut stdin = child.stdin.take().expect("stdin was piped");
-        stdin.write_all(format!("{rev}:{path}\n").as_bytes()).await?;
+        stdin
+            .write_all(format!("{rev}:{path}\n").as_bytes())
+            .await?;
     }
     let out = child.wait_with_output().await?;
     // `--batch` answers `<id> blob <size>\n<data>\n` or `<spec> missing\n`.

@@ -46,7 +46,12 @@ impl RepoName {
 
     /// Parses a canonical name (no `.git`, no leading `/`).
     pub fn parse(name: &str) -> Result<RepoName, RepoNameError> {
-        let shown = || name.chars().take(60).flat_map(char::escape_default).collect::<String>();
+        let shown = || {
+            name.chars()
+                .take(60)
+                .flat_map(char::escape_default)
+                .collect::<String>()
+        };
         if name.is_empty() {
             return Err(RepoNameError::Empty);
         }
@@ -110,11 +115,24 @@ mod tests {
 
     #[test]
     fn client_forms_map_to_one_name() {
-        for form in ["app.git", "/app.git", "app", "~/app.git", "app/", "/app.git/"] {
-            assert_eq!(RepoName::from_client_path(form).unwrap().as_str(), "app", "{form}");
+        for form in [
+            "app.git",
+            "/app.git",
+            "app",
+            "~/app.git",
+            "app/",
+            "/app.git/",
+        ] {
+            assert_eq!(
+                RepoName::from_client_path(form).unwrap().as_str(),
+                "app",
+                "{form}"
+            );
         }
         assert_eq!(
-            RepoName::from_client_path("/team/app.git").unwrap().as_str(),
+            RepoName::from_client_path("/team/app.git")
+                .unwrap()
+                .as_str(),
             "team/app"
         );
     }
@@ -122,11 +140,29 @@ mod tests {
     #[test]
     fn hostile_forms_are_refused() {
         for bad in [
-            "", "/", "..", "../etc", "a/../b", "/etc/passwd/..", "a//b", ".hidden", "-upload",
-            "a b", "a;rm", "a\nb", "a\\b", "x.git.git", "a/b/c/d", "caf\u{e9}", "a/.git",
+            "",
+            "/",
+            "..",
+            "../etc",
+            "a/../b",
+            "/etc/passwd/..",
+            "a//b",
+            ".hidden",
+            "-upload",
+            "a b",
+            "a;rm",
+            "a\nb",
+            "a\\b",
+            "x.git.git",
+            "a/b/c/d",
+            "caf\u{e9}",
+            "a/.git",
             "repo.lock",
         ] {
-            assert!(RepoName::from_client_path(bad).is_err(), "{bad:?} must be refused");
+            assert!(
+                RepoName::from_client_path(bad).is_err(),
+                "{bad:?} must be refused"
+            );
         }
         let long = "a".repeat(101);
         assert!(matches!(

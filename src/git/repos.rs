@@ -155,7 +155,9 @@ impl RepoStore {
         };
         for entry in entries.flatten() {
             let file_name = entry.file_name();
-            let Some(file_name) = file_name.to_str() else { continue };
+            let Some(file_name) = file_name.to_str() else {
+                continue;
+            };
             if !entry.path().is_dir() {
                 continue;
             }
@@ -164,7 +166,12 @@ impl RepoStore {
                     out.push(name);
                 }
             } else if depth < 2 {
-                self.walk(&entry.path(), &format!("{prefix}{file_name}/"), depth + 1, out)?;
+                self.walk(
+                    &entry.path(),
+                    &format!("{prefix}{file_name}/"),
+                    depth + 1,
+                    out,
+                )?;
             }
         }
         Ok(())
@@ -231,7 +238,10 @@ impl RepoStore {
         let branches = refs.local_branches().map_err(git_err(name))?.count();
         let tags = refs.tags().map_err(git_err(name))?.count();
         let (mut head_commit, mut head_summary, mut head_time) = (None, None, None);
-        if let Some(mut r) = repo.try_find_reference(head_ref.as_str()).map_err(git_err(name))? {
+        if let Some(mut r) = repo
+            .try_find_reference(head_ref.as_str())
+            .map_err(git_err(name))?
+        {
             if let Ok(commit) = r.peel_to_commit() {
                 head_commit = Some(commit.id.to_string());
                 head_summary = commit.message().ok().map(|m| m.summary().to_string());
@@ -300,7 +310,9 @@ fn dir_size(path: &Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![path.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             match entry.metadata() {
                 Ok(m) if m.is_dir() => stack.push(entry.path()),
@@ -322,7 +334,10 @@ mod tests {
         let store = RepoStore::new(dir.path().to_path_buf());
         let name = RepoName::parse("team/app").unwrap();
         store.create(&name).unwrap();
-        assert!(matches!(store.create(&name), Err(RepoStoreError::Exists(_))));
+        assert!(matches!(
+            store.create(&name),
+            Err(RepoStoreError::Exists(_))
+        ));
         assert!(!store.has_refs(&name).unwrap());
         let id = store
             .commit_files(&name, "main", &[("a.txt", b"hello")], "first")

@@ -134,7 +134,11 @@ mod tests {
 
     #[test]
     fn verbs_round_trip() {
-        for s in [Service::UploadPack, Service::ReceivePack, Service::UploadArchive] {
+        for s in [
+            Service::UploadPack,
+            Service::ReceivePack,
+            Service::UploadArchive,
+        ] {
             assert_eq!(Service::from_verb(s.verb()), Some(s));
         }
         assert_eq!(Service::from_verb("git-shell"), None);

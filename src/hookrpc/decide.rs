@@ -114,7 +114,10 @@ async fn check_admin_push(
         quarantine.as_ref(),
     )
     .await;
-    let mut entry = AuditEntry::new(AuditKind::Config, if result.is_ok() { "ok" } else { "denied" });
+    let mut entry = AuditEntry::new(
+        AuditKind::Config,
+        if result.is_ok() { "ok" } else { "denied" },
+    );
     entry.user = Some(ctx.user.clone());
     entry.repo = Some(ctx.repo.to_string());
     entry.new_id = Some(update.new.clone());
@@ -123,9 +126,12 @@ async fn check_admin_push(
         entry.detail = Some(e.to_string());
     }
     state.audit(entry).await;
-    result
-        .map(|_| ())
-        .map_err(|e| vec![format!("slipway: {e}"), "slipway: the configuration was not changed; fix the file and push again".into()])
+    result.map(|_| ()).map_err(|e| {
+        vec![
+            format!("slipway: {e}"),
+            "slipway: the configuration was not changed; fix the file and push again".into(),
+        ]
+    })
 }
 
 fn valid_refname(refname: &str) -> bool {

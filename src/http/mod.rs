@@ -31,7 +31,10 @@ async fn healthz(state: web::Data<Arc<ServerState>>) -> HttpResponse {
 }
 
 /// Starts the HTTP server on `listener`; the returned server runs until stopped.
-pub fn start(state: Arc<ServerState>, listener: TcpListener) -> std::io::Result<actix_web::dev::Server> {
+pub fn start(
+    state: Arc<ServerState>,
+    listener: TcpListener,
+) -> std::io::Result<actix_web::dev::Server> {
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()

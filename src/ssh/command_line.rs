@@ -25,11 +25,15 @@ pub fn parse_exec(raw: &[u8]) -> Result<ExecCommand, String> {
         return Err(format!("command is longer than {MAX_COMMAND} bytes"));
     }
     let line = std::str::from_utf8(raw).map_err(|_| "command is not valid UTF-8".to_string())?;
-    if line.chars().any(|c| c.is_control() && c != '\t' && c != ' ') {
+    if line
+        .chars()
+        .any(|c| c.is_control() && c != '\t' && c != ' ')
+    {
         return Err("command contains control characters".into());
     }
-    let words = shell_words::split(line)
-        .map_err(|_| "malformed command: unbalanced quotes; quote arguments like 'this'".to_string())?;
+    let words = shell_words::split(line).map_err(|_| {
+        "malformed command: unbalanced quotes; quote arguments like 'this'".to_string()
+    })?;
     let Some(first) = words.first() else {
         return Err("empty command; try `help`".into());
     };
@@ -74,14 +78,26 @@ mod tests {
 
     #[test]
     fn bad_lines_are_refused_with_a_reason() {
-        assert!(parse_exec(b"git-upload-pack '../etc'").unwrap_err().contains("invalid"));
-        assert!(parse_exec(b"git-receive-pack 'a' 'b'").unwrap_err().contains("usage"));
-        assert!(parse_exec(b"git-upload-pack 'unterminated").unwrap_err().contains("unbalanced"));
+        assert!(parse_exec(b"git-upload-pack '../etc'")
+            .unwrap_err()
+            .contains("invalid"));
+        assert!(parse_exec(b"git-receive-pack 'a' 'b'")
+            .unwrap_err()
+            .contains("usage"));
+        assert!(parse_exec(b"git-upload-pack 'unterminated")
+            .unwrap_err()
+            .contains("unbalanced"));
         assert!(parse_exec(b"").unwrap_err().contains("empty"));
         assert!(parse_exec(b"\xff\xfe").unwrap_err().contains("UTF-8"));
-        assert!(parse_exec(b"repo list\n; rm -rf /").unwrap_err().contains("control"));
-        assert!(parse_exec(b"git-shell -c x").unwrap_err().contains("not a git service"));
-        assert!(parse_exec(&vec![b'a'; 5000]).unwrap_err().contains("longer"));
+        assert!(parse_exec(b"repo list\n; rm -rf /")
+            .unwrap_err()
+            .contains("control"));
+        assert!(parse_exec(b"git-shell -c x")
+            .unwrap_err()
+            .contains("not a git service"));
+        assert!(parse_exec(&vec![b'a'; 5000])
+            .unwrap_err()
+            .contains("longer"));
     }
 
     #[test]

@@ -42,7 +42,16 @@ pub async fn run(
             (2, None, "invalid")
         }
         Ok(ExecCommand::Git { service, repo }) => {
-            let code = run_git(&state, &identity, peer, channel, service, &repo, git_protocol).await;
+            let code = run_git(
+                &state,
+                &identity,
+                peer,
+                channel,
+                service,
+                &repo,
+                git_protocol,
+            )
+            .await;
             (code, Some(repo.to_string()), service.verb())
         }
         Ok(ExecCommand::Admin(argv)) => {
@@ -71,7 +80,13 @@ fn shown_command(raw: &[u8]) -> String {
     String::from_utf8_lossy(raw)
         .chars()
         .take(512)
-        .flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] })
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
         .collect()
 }
 
@@ -134,7 +149,9 @@ async fn run_git(
                     Err(crate::git::RepoStoreError::Exists(_)) => None,
                     Err(e) => {
                         tracing::error!(%repo, error = %e, "cannot create repository");
-                        Some(format!("slipway: cannot create `{repo}`; the server log has details\n"))
+                        Some(format!(
+                            "slipway: cannot create `{repo}`; the server log has details\n"
+                        ))
                     }
                 }
             }
@@ -180,7 +197,12 @@ async fn run_git(
         Ok(child) => pipe_child(channel, child).await,
         Err(e) => {
             tracing::error!(error = %e, git = %state.settings.git.binary, "cannot run git");
-            fail(channel, "slipway: the server cannot run git; tell the administrator\n", 1).await;
+            fail(
+                channel,
+                "slipway: the server cannot run git; tell the administrator\n",
+                1,
+            )
+            .await;
             return 1;
         }
     };

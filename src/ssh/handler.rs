@@ -136,7 +136,8 @@ impl russh::server::Handler for ConnectionHandler {
             return Ok(Auth::reject());
         };
         self.count_auth("ok");
-        self.audit_auth(Some(&user), &fp, "ok", "signature verified").await;
+        self.audit_auth(Some(&user), &fp, "ok", "signature verified")
+            .await;
         tracing::info!(user = %user, fingerprint = %fp, peer = ?self.peer, "authenticated");
         self.identity = Some(Identity {
             user,
@@ -160,9 +161,7 @@ impl russh::server::Handler for ConnectionHandler {
                 .ssh_refused_total
                 .with_label_values(&["sessions-per-connection"])
                 .inc();
-            reply
-                .reject(ChannelOpenFailure::ResourceShortage)
-                .await;
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         }
         self.open_sessions.fetch_add(1, Ordering::AcqRel);
@@ -206,7 +205,11 @@ impl russh::server::Handler for ConnectionHandler {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let user = self.identity.as_ref().map(|i| i.user.as_str()).unwrap_or("?");
+        let user = self
+            .identity
+            .as_ref()
+            .map(|i| i.user.as_str())
+            .unwrap_or("?");
         let text = format!(
             "Hi {user}! You are authenticated, but slipway offers no shell.\r\nRun `ssh -p PORT git@HOST help` to see the commands.\r\n"
         );

@@ -32,11 +32,8 @@ pub async fn pipe_child(channel: Channel<Msg>, mut child: Child) -> (u32, Finish
     let feed = tokio::spawn(async move {
         while let Some(msg) = rx.wait().await {
             match msg {
-                ChannelMsg::Data { data } => {
-                    if stdin.write_all(&data).await.is_err() {
-                        break;
-                    }
-                }
+                ChannelMsg::Data { data } if stdin.write_all(&data).await.is_err() => break,
+                ChannelMsg::Data { .. } => {}
                 ChannelMsg::Eof | ChannelMsg::Close => break,
                 _ => {}
             }

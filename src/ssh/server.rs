@@ -19,7 +19,9 @@ use crate::state::ServerState;
 fn config(state: &ServerState, host_key: russh::keys::PrivateKey) -> Config {
     let ssh = &state.settings.ssh;
     Config {
-        server_id: russh::SshId::Standard(format!("SSH-2.0-slipway_{}", env!("CARGO_PKG_VERSION")).into()),
+        server_id: russh::SshId::Standard(
+            format!("SSH-2.0-slipway_{}", env!("CARGO_PKG_VERSION")).into(),
+        ),
         methods: MethodSet::from(&[MethodKind::PublicKey][..]),
         // OpenSSH probes with `none` first: answer at once, or every connection pays.
         auth_rejection_time_initial: Some(Duration::ZERO),

@@ -11,7 +11,14 @@ use crate::harness::*;
 /// been printed; returns the printed text and the child (to stop).
 fn serve_dev(cwd: &std::path::Path, home: &std::path::Path) -> (String, std::process::Child) {
     let mut child = Command::new(SLIPWAY)
-        .args(["serve", "--dev", "--ssh-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--dev",
+            "--ssh-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
         .current_dir(cwd)
         .env("HOME", home)
         .env("USER", "newcomer")
@@ -85,7 +92,10 @@ fn serve_dev_uses_the_users_own_key_and_prints_working_commands() {
     std::fs::rename(&key.private, home.join(".ssh/id_ed25519")).unwrap();
     std::fs::rename(&key.public, home.join(".ssh/id_ed25519.pub")).unwrap();
     let (text, child) = serve_dev(dir.path(), &home);
-    assert!(dir.path().join(".slipway/slipway.db").exists(), "data dir made in ./.slipway");
+    assert!(
+        dir.path().join(".slipway/slipway.db").exists(),
+        "data dir made in ./.slipway"
+    );
     assert!(text.contains("git clone ssh://git@127.0.0.1:"), "{text}");
     let who = run_printed_whoami(&text, &home);
     stop(child);
@@ -105,7 +115,10 @@ fn serve_dev_generates_a_key_when_the_user_has_none() {
     let (text, child) = serve_dev(dir.path(), &home);
     let generated = dir.path().join(".slipway/keys/dev_admin_ed25519");
     assert!(generated.exists());
-    assert!(text.contains(&format!("-i {}", generated.display())), "{text}");
+    assert!(
+        text.contains(&format!("-i {}", generated.display())),
+        "{text}"
+    );
     let who = run_printed_whoami(&text, &home);
     stop(child);
     who.ok().says("newcomer");
@@ -115,7 +128,14 @@ fn serve_dev_generates_a_key_when_the_user_has_none() {
 fn serve_refuses_a_directory_that_was_never_initialized() {
     let dir = tempfile::tempdir().unwrap();
     run(Command::new(SLIPWAY)
-        .args(["serve", "--ssh-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data"])
+        .args([
+            "serve",
+            "--ssh-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
         .arg(dir.path().join("nothing")))
     .fails()
     .says("slipway init --data");
@@ -135,10 +155,17 @@ fn init_explains_a_wrong_key_file() {
             .arg(file))
     };
     init(&key.private).fails().says("is a private key");
-    init(&dir.path().join("missing.pub")).fails().says("cannot read the admin key");
+    init(&dir.path().join("missing.pub"))
+        .fails()
+        .says("cannot read the admin key");
     std::fs::write(dir.path().join("junk.pub"), "hello world\n").unwrap();
-    init(&dir.path().join("junk.pub")).fails().says("not an OpenSSH public key");
-    assert!(!data.join("repos/admin.git").exists(), "a failed init creates nothing");
+    init(&dir.path().join("junk.pub"))
+        .fails()
+        .says("not an OpenSSH public key");
+    assert!(
+        !data.join("repos/admin.git").exists(),
+        "a failed init creates nothing"
+    );
     run(Command::new(SLIPWAY)
         .arg("init")
         .arg("--data")
@@ -155,9 +182,16 @@ fn sigterm_stops_the_server_cleanly() {
     let mut s = Server::start();
     let pid = s.pid();
     s.stop();
-    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || {
-        std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default().contains("zombie")
-    });
-    assert!(!s.data.join("run/hook.sock").exists(), "socket removed on shutdown");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists() || {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .unwrap_or_default()
+                .contains("zombie")
+        }
+    );
+    assert!(
+        !s.data.join("run/hook.sock").exists(),
+        "socket removed on shutdown"
+    );
     assert!(s.log_text().contains("stopped"), "{}", s.log_text());
 }

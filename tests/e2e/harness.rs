@@ -25,7 +25,9 @@ pub fn require_peer(program: &str, install_hint: &str) -> Option<PathBuf> {
     });
     if found.is_none() {
         if peers_required() {
-            panic!("{program} is required (SLIPWAY_REQUIRE_PEERS=1) but not installed: {install_hint}");
+            panic!(
+                "{program} is required (SLIPWAY_REQUIRE_PEERS=1) but not installed: {install_hint}"
+            );
         }
         eprintln!("SKIPPED: {program} is not installed ({install_hint}); set SLIPWAY_REQUIRE_PEERS=1 to make this a failure");
     }
@@ -211,7 +213,10 @@ impl Server {
     }
 
     pub fn start_with(options: Options) -> Server {
-        let dir = tempfile::Builder::new().prefix("slipway-e2e-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("slipway-e2e-")
+            .tempdir()
+            .unwrap();
         let kind = options.key_kind.unwrap_or("ed25519");
         let keys = dir.path().join("keys");
         std::fs::create_dir_all(&keys).unwrap();
@@ -263,7 +268,12 @@ impl Server {
             .arg("serve")
             .arg("--data")
             .arg(&self.data)
-            .args(["--ssh-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .args([
+                "--ssh-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
             .env("RUST_LOG", "info,slipway=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -352,7 +362,10 @@ impl Server {
             "-o".into(),
             "StrictHostKeyChecking=no".into(),
             "-o".into(),
-            format!("UserKnownHostsFile={}", self.dir.path().join("known_hosts").display()),
+            format!(
+                "UserKnownHostsFile={}",
+                self.dir.path().join("known_hosts").display()
+            ),
             "-o".into(),
             "LogLevel=ERROR".into(),
             "-p".into(),
@@ -430,16 +443,25 @@ impl Server {
     pub fn push_admin_file(&self, file: &str, contents: &str) -> Out {
         let dir = self.dir.path().join("admin-clone");
         if !dir.exists() {
-            self.git(&self.admin, self.dir.path(), &["clone", "-q", &self.url("admin"), "admin-clone"])
-                .ok();
+            self.git(
+                &self.admin,
+                self.dir.path(),
+                &["clone", "-q", &self.url("admin"), "admin-clone"],
+            )
+            .ok();
         } else {
             self.git(&self.admin, &dir, &["fetch", "-q", "origin"]).ok();
-            self.git(&self.admin, &dir, &["reset", "-q", "--hard", "origin/main"]).ok();
+            self.git(&self.admin, &dir, &["reset", "-q", "--hard", "origin/main"])
+                .ok();
         }
         std::fs::write(dir.join(file), contents).unwrap();
         self.git(&self.admin, &dir, &["add", file]).ok();
-        self.git(&self.admin, &dir, &["commit", "-q", "-m", &format!("change {file}")])
-            .ok();
+        self.git(
+            &self.admin,
+            &dir,
+            &["commit", "-q", "-m", &format!("change {file}")],
+        )
+        .ok();
         self.git(&self.admin, &dir, &["push", "origin", "main"])
     }
 
@@ -473,7 +495,14 @@ impl Drop for Server {
 }
 
 /// Commits one file in a local repository.
-pub fn commit_file(server: &Server, key: &Key, dir: &Path, file: &str, contents: &str, message: &str) {
+pub fn commit_file(
+    server: &Server,
+    key: &Key,
+    dir: &Path,
+    file: &str,
+    contents: &str,
+    message: &str,
+) {
     let path = dir.join(file);
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).unwrap();
@@ -497,7 +526,9 @@ pub fn metric_value(text: &str, sample: &str) -> f64 {
 /// A minimal HTTP/1.0 GET over loopback.
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("http connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();

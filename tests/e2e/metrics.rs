@@ -14,10 +14,22 @@ fn exercise(s: &Server) {
     s.ssh(&s.mallory, "whoami").fails();
     s.ssh(&s.admin, "frobnicate").fails();
     let work = s.local_repo(&s.alice, "w");
-    s.git(&s.alice, &work, &["push", &s.url("app-m"), "main"]).ok();
-    s.git(&s.alice, &work, &["push", "--force", &s.url("app-m"), "HEAD~0:refs/heads/main", ":refs/heads/nothing"]);
+    s.git(&s.alice, &work, &["push", &s.url("app-m"), "main"])
+        .ok();
+    s.git(
+        &s.alice,
+        &work,
+        &[
+            "push",
+            "--force",
+            &s.url("app-m"),
+            "HEAD~0:refs/heads/main",
+            ":refs/heads/nothing",
+        ],
+    );
     let clone = s.scratch("c");
-    s.git(&s.bob, &clone, &["clone", "-q", &s.url("app-m"), "x"]).ok();
+    s.git(&s.bob, &clone, &["clone", "-q", &s.url("app-m"), "x"])
+        .ok();
 }
 
 #[test]
@@ -36,14 +48,26 @@ fn metrics_cover_sessions_auth_git_refs_and_hooks() {
         "slipway_hook_decision_duration_seconds_bucket",
         "slipway_ssh_commands_total",
     ] {
-        assert!(text.contains(family), "{family} missing from /metrics:\n{text}");
+        assert!(
+            text.contains(family),
+            "{family} missing from /metrics:\n{text}"
+        );
     }
     assert!(s.metric(r#"slipway_ssh_auth_attempts_total{method="publickey",result="ok"}"#) >= 3.0);
-    assert!(s.metric(r#"slipway_ssh_auth_attempts_total{method="publickey",result="unknown-key"}"#) >= 1.0);
-    assert!(s.metric(r#"slipway_git_operations_total{result="ok",service="git-receive-pack"}"#) >= 1.0);
-    assert!(s.metric(r#"slipway_git_operations_total{result="ok",service="git-upload-pack"}"#) >= 1.0);
+    assert!(
+        s.metric(r#"slipway_ssh_auth_attempts_total{method="publickey",result="unknown-key"}"#)
+            >= 1.0
+    );
+    assert!(
+        s.metric(r#"slipway_git_operations_total{result="ok",service="git-receive-pack"}"#) >= 1.0
+    );
+    assert!(
+        s.metric(r#"slipway_git_operations_total{result="ok",service="git-upload-pack"}"#) >= 1.0
+    );
     assert!(s.metric(r#"slipway_ref_updates_total{decision="allowed"}"#) >= 1.0);
-    assert!(s.metric(r#"slipway_hook_decision_duration_seconds_count{phase="pre-receive"}"#) >= 1.0);
+    assert!(
+        s.metric(r#"slipway_hook_decision_duration_seconds_count{phase="pre-receive"}"#) >= 1.0
+    );
     assert!(s.metric(r#"slipway_ssh_commands_total{command="unknown",result="failed"}"#) >= 1.0);
     // Everything has ended: nothing is in flight any more.
     assert!(eventually(Duration::from_secs(10), || {
@@ -75,7 +99,12 @@ fn promtool_accepts_the_exposition() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -106,8 +135,14 @@ fn a_real_prometheus_scrapes_slipway() {
     for attempt in 0..10u16 {
         let port = 20000 + (std::process::id() as u16 % 20000) + attempt * 7;
         let mut child = Command::new(&prometheus)
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join(format!("data{attempt}")).display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join(format!("data{attempt}")).display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())

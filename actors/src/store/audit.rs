@@ -132,7 +132,11 @@ impl Store {
             sql.push_str(" AND time >= ?");
             args.push(since);
         }
-        let limit = if filter.limit == 0 { 1000 } else { filter.limit } as i64;
+        let limit = if filter.limit == 0 {
+            1000
+        } else {
+            filter.limit
+        } as i64;
         sql.push_str(" ORDER BY id DESC LIMIT ?");
         args.push(&limit);
         let conn = self.lock();
