@@ -14,6 +14,8 @@ pub struct Metrics {
     pub ssh_sessions_in_flight: IntGauge,
     /// How long SSH connections last.
     pub ssh_connection_duration_seconds: HistogramVec,
+    /// How long SSH sessions (one command each) last.
+    pub ssh_session_duration_seconds: HistogramVec,
     /// Authentication attempts by method and result.
     pub ssh_auth_attempts_total: IntCounterVec,
     /// Connections or sessions refused by a limit, by reason.
@@ -78,6 +80,12 @@ impl Metrics {
             ssh_connection_duration_seconds: histogram(
                 "slipway_ssh_connection_duration_seconds",
                 "How long SSH connections last.",
+                &[],
+                long.clone(),
+            ),
+            ssh_session_duration_seconds: histogram(
+                "slipway_ssh_session_duration_seconds",
+                "How long SSH sessions (channels, one command each) last.",
                 &[],
                 long.clone(),
             ),

@@ -104,9 +104,13 @@ fn short(id: &Option<String>) -> String {
 fn parse_since(text: &str) -> Result<String, CommandError> {
     use time::format_description::well_known::Rfc3339;
     use time::OffsetDateTime;
+    // The store writes `2026-01-31T12:00:00.000Z`; compare in exactly that shape.
+    let stored = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
     let fmt = |t: OffsetDateTime| {
         t.to_offset(time::UtcOffset::UTC)
-            .format(&Rfc3339)
+            .format(&stored)
             .map_err(|e| CommandError::internal("formatting a time", e))
     };
     if let Ok(age) = humantime::parse_duration(text) {
@@ -133,10 +137,10 @@ mod tests {
 
     #[test]
     fn since_accepts_dates_times_and_ages() {
-        assert_eq!(parse_since("2026-01-31").unwrap(), "2026-01-31T00:00:00Z");
+        assert_eq!(parse_since("2026-01-31").unwrap(), "2026-01-31T00:00:00.000Z");
         assert_eq!(
             parse_since("2026-01-31T12:00:00+02:00").unwrap(),
-            "2026-01-31T10:00:00Z"
+            "2026-01-31T10:00:00.000Z"
         );
         assert!(parse_since("2h").unwrap().ends_with('Z'));
         assert!(parse_since("yesterday")

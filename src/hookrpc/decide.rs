@@ -119,7 +119,11 @@ async fn check_admin_push(
         if result.is_ok() { "ok" } else { "denied" },
     );
     entry.user = Some(ctx.user.clone());
+    entry.key_fp = Some(ctx.key_fp.clone());
+    entry.peer = ctx.peer.map(|p| p.to_string());
     entry.repo = Some(ctx.repo.to_string());
+    entry.refname = Some(update.refname.clone());
+    entry.old_id = Some(update.old.clone());
     entry.new_id = Some(update.new.clone());
     entry.action = Some("validate".into());
     if let Err(e) = &result {

@@ -246,6 +246,7 @@ impl russh::server::Handler for ConnectionHandler {
         let slot = SessionSlot {
             open_sessions: self.open_sessions.clone(),
             state: self.state.clone(),
+            started: Instant::now(),
         };
         // Never run the command inline: handler callbacks stall the whole connection.
         tokio::spawn(super::exec::run(
@@ -265,10 +266,16 @@ impl russh::server::Handler for ConnectionHandler {
 pub struct SessionSlot {
     open_sessions: Arc<AtomicUsize>,
     state: Arc<ServerState>,
+    started: Instant,
 }
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
+        self.state
+            .metrics
+            .ssh_session_duration_seconds
+            .with_label_values(&[] as &[&str])
+            .observe(self.started.elapsed().as_secs_f64());
         self.open_sessions.fetch_sub(1, Ordering::AcqRel);
         self.state.metrics.ssh_sessions_in_flight.dec();
     }

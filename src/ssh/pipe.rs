@@ -6,6 +6,9 @@ use russh::{Channel, ChannelMsg, ChannelWriteHalf};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Child;
 
+/// Bytes read from the child per channel write.
+const COPY_BUFFER: usize = 256 << 10;
+
 /// The channel's writing half, kept open after the child exits so the caller can
 /// finish its own work before the client learns the outcome.
 pub type Finisher = ChannelWriteHalf<Msg>;
@@ -46,8 +49,10 @@ pub async fn pipe_child(channel: Channel<Msg>, mut child: Child) -> (u32, Finish
     let mut out = tx.make_writer();
     let mut err = tx.make_writer_ext(Some(1));
     // Child → client; the writers wait for the peer's window.
+    // Read in large chunks so each channel write fills whole SSH packets.
+    let mut stdout = tokio::io::BufReader::with_capacity(COPY_BUFFER, stdout);
     let (_, _) = tokio::join!(
-        tokio::io::copy(&mut stdout, &mut out),
+        tokio::io::copy_buf(&mut stdout, &mut out),
         tokio::io::copy(&mut stderr, &mut err)
     );
     let _ = out.flush().await;

@@ -41,6 +41,7 @@ fn metrics_cover_sessions_auth_git_refs_and_hooks() {
         "slipway_ssh_connections_in_flight",
         "slipway_ssh_sessions_in_flight",
         "slipway_ssh_connection_duration_seconds_bucket",
+        "slipway_ssh_session_duration_seconds_bucket",
         "slipway_ssh_auth_attempts_total",
         "slipway_git_operations_total",
         "slipway_git_operation_duration_seconds_bucket",
