@@ -25,7 +25,7 @@ pub async fn finish(tx: Finisher, code: u32) {
 /// [`finish`] with it.
 pub async fn pipe_child(channel: Channel<Msg>, mut child: Child) -> (u32, Finisher) {
     let (mut rx, tx) = channel.split();
-    let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) =
+    let (Some(mut stdin), Some(stdout), Some(mut stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
         return (255, tx);
