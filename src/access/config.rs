@@ -10,7 +10,6 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use russh::keys::{HashAlg, PublicKey};
-use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
 use super::pattern::{Effect, Pattern, ResourcePattern, Statement};
@@ -125,14 +124,35 @@ thread_local! {
     static KNOWN: RefCell<Option<Known>> = const { RefCell::new(None) };
 }
 
+/// Reads a string and checks it *inside* the scalar's own deserialization, so that
+/// serde_yaml reports the position of the offending value itself (an error raised after
+/// `String::deserialize` returns would be reported at the enclosing list or map).
+fn checked_str<'de, D, T>(
+    d: D,
+    check: impl FnOnce(String) -> Result<T, String>,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct Check<F>(F);
+    impl<'de, T, F: FnOnce(String) -> Result<T, String>> serde::de::Visitor<'de> for Check<F> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+            (self.0)(v.to_string()).map_err(E::custom)
+        }
+    }
+    d.deserialize_str(Check(check))
+}
+
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Name(String);
 
 impl<'de> Deserialize<'de> for Name {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        check_name(&s).map_err(D::Error::custom)?;
-        Ok(Name(s))
+        checked_str(d, |s| check_name(&s).map(|()| Name(s)))
     }
 }
 
@@ -165,13 +185,14 @@ fn truncate(s: &str) -> String {
 struct GroupRef(String);
 impl<'de> Deserialize<'de> for GroupRef {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        KNOWN.with(|k| match &*k.borrow() {
-            Some(known) if !known.groups.contains(&s) => Err(D::Error::custom(format!(
-                "unknown group `{}`: define it under `groups:` or fix the name",
-                truncate(&s)
-            ))),
-            _ => Ok(GroupRef(s)),
+        checked_str(d, |s| {
+            KNOWN.with(|k| match &*k.borrow() {
+                Some(known) if !known.groups.contains(&s) => Err(format!(
+                    "unknown group `{}`: define it under `groups:` or fix the name",
+                    truncate(&s)
+                )),
+                _ => Ok(GroupRef(s)),
+            })
         })
     }
 }
@@ -179,13 +200,14 @@ impl<'de> Deserialize<'de> for GroupRef {
 struct PolicyRef(String);
 impl<'de> Deserialize<'de> for PolicyRef {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        KNOWN.with(|k| match &*k.borrow() {
-            Some(known) if !known.policies.contains(&s) => Err(D::Error::custom(format!(
-                "unknown policy `{}`: define it under `policies:` or fix the name",
-                truncate(&s)
-            ))),
-            _ => Ok(PolicyRef(s)),
+        checked_str(d, |s| {
+            KNOWN.with(|k| match &*k.borrow() {
+                Some(known) if !known.policies.contains(&s) => Err(format!(
+                    "unknown policy `{}`: define it under `policies:` or fix the name",
+                    truncate(&s)
+                )),
+                _ => Ok(PolicyRef(s)),
+            })
         })
     }
 }
@@ -193,54 +215,52 @@ impl<'de> Deserialize<'de> for PolicyRef {
 struct KeyText(UserKey);
 impl<'de> Deserialize<'de> for KeyText {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        let key = PublicKey::from_openssh(s.trim()).map_err(|e| {
-            D::Error::custom(format!(
-                "invalid SSH public key ({e}): paste one line of a `.pub` file, e.g. `ssh-ed25519 AAAA… you@host`"
-            ))
-        })?;
-        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
-        KNOWN.with(|k| {
-            if let Some(known) = &*k.borrow() {
-                if !known.fingerprints.borrow_mut().insert(fingerprint.clone()) {
-                    return Err(D::Error::custom(format!(
+        checked_str(d, |s| {
+            let key = PublicKey::from_openssh(s.trim()).map_err(|e| {
+                format!(
+                    "invalid SSH public key ({e}): paste one line of a `.pub` file, e.g. `ssh-ed25519 AAAA… you@host`"
+                )
+            })?;
+            let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+            KNOWN.with(|k| match &*k.borrow() {
+                Some(known) if !known.fingerprints.borrow_mut().insert(fingerprint.clone()) => {
+                    Err(format!(
                         "key {fingerprint} is listed more than once; a key identifies exactly one user"
-                    )));
+                    ))
                 }
-            }
-            Ok(())
-        })?;
-        Ok(KeyText(UserKey { key, fingerprint }))
+                _ => Ok(()),
+            })?;
+            Ok(KeyText(UserKey { key, fingerprint }))
+        })
     }
 }
 
 struct Email(String);
 impl<'de> Deserialize<'de> for Email {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        let valid = s.len() <= 254
-            && s.split_once('@')
-                .is_some_and(|(l, h)| !l.is_empty() && h.contains('.') || h == "localhost")
-            && !s
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>');
-        if valid {
-            Ok(Email(s))
-        } else {
-            Err(D::Error::custom(format!(
-                "`{}` is not an email address",
-                truncate(&s)
-            )))
-        }
+        checked_str(d, |s| {
+            let valid = s.len() <= 254
+                && s.split_once('@')
+                    .is_some_and(|(l, h)| !l.is_empty() && (h.contains('.') || h == "localhost"))
+                && !s
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>');
+            if valid {
+                Ok(Email(s))
+            } else {
+                Err(format!("`{}` is not an email address", truncate(&s)))
+            }
+        })
     }
 }
 
 struct ActionPattern(Pattern);
 impl<'de> Deserialize<'de> for ActionPattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        check_action(&s).map_err(D::Error::custom)?;
-        Ok(ActionPattern(Pattern::new(&s).map_err(D::Error::custom)?))
+        checked_str(d, |s| {
+            check_action(&s)?;
+            Pattern::new(&s).map(ActionPattern)
+        })
     }
 }
 
@@ -278,10 +298,7 @@ fn check_action(s: &str) -> Result<(), String> {
 struct ResourceText(ResourcePattern);
 impl<'de> Deserialize<'de> for ResourceText {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Ok(ResourceText(
-            ResourcePattern::parse(&s).map_err(D::Error::custom)?,
-        ))
+        checked_str(d, |s| ResourcePattern::parse(&s).map(ResourceText))
     }
 }
 
@@ -347,7 +364,7 @@ pub fn parse_access_yaml(file: &str, text: &str) -> Result<AccessConfig, ConfigE
             .into_iter()
             .enumerate()
             .map(|(i, s)| Statement {
-                id: format!("{}[{}]", name.0, i + 1),
+                id: format!("{}[{}]", name.0, i),
                 effect: match s.effect {
                     RawEffect::Allow => Effect::Allow,
                     RawEffect::Deny => Effect::Deny,

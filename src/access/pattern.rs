@@ -134,7 +134,8 @@ impl ResourcePattern {
 /// One allow/deny statement of a policy.
 #[derive(Debug, Clone)]
 pub struct Statement {
-    /// `POLICY[N]`, N counting from 1: how users and audit lines name it.
+    /// `POLICY[N]`, N counting from 0 as in the YAML path (`policies.POLICY[N]`) that
+    /// configuration errors name: how users and audit lines name it.
     pub id: String,
     /// Allow or deny.
     pub effect: Effect,
@@ -145,7 +146,7 @@ pub struct Statement {
 }
 
 impl Statement {
-    /// A one-line rendering: `developer[2]: deny git:force-push on repo:*:refs/heads/main`.
+    /// A one-line rendering: `developer[1]: deny git:force-push on repo:*:refs/heads/main`.
     pub fn describe(&self) -> String {
         let actions: Vec<&str> = self.actions.iter().map(Pattern::as_str).collect();
         let resources: Vec<&str> = self.resources.iter().map(ResourcePattern::as_str).collect();

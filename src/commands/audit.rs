@@ -137,7 +137,10 @@ mod tests {
 
     #[test]
     fn since_accepts_dates_times_and_ages() {
-        assert_eq!(parse_since("2026-01-31").unwrap(), "2026-01-31T00:00:00.000Z");
+        assert_eq!(
+            parse_since("2026-01-31").unwrap(),
+            "2026-01-31T00:00:00.000Z"
+        );
         assert_eq!(
             parse_since("2026-01-31T12:00:00+02:00").unwrap(),
             "2026-01-31T10:00:00.000Z"

@@ -96,10 +96,19 @@ async fn check_admin_push(
     let Some(update) = req.updates.iter().find(|u| u.refname == ADMIN_REF) else {
         return Ok(());
     };
-    if update.kind == UpdateKind::Delete {
-        return Err(vec![
-            "slipway: the admin repository's main branch holds the live configuration and cannot be deleted".into(),
-        ]);
+    match update.kind {
+        UpdateKind::Delete => {
+            return Err(vec![
+                format!("slipway: DENIED delete of {ADMIN_REF} in admin for {}: the admin repository's main branch holds the live configuration and cannot be deleted", ctx.user),
+            ])
+        }
+        // Its history is the record of every configuration change: keep it.
+        UpdateKind::Force => {
+            return Err(vec![
+                format!("slipway: DENIED force-update of {ADMIN_REF} in admin for {}: the admin repository's main branch is the history of the configuration and cannot be rewritten; undo a change with `git revert` and push that", ctx.user),
+            ])
+        }
+        UpdateKind::Create | UpdateKind::FastForward => {}
     }
     let quarantine = Quarantine::checked(
         &ctx.repo_path,
