@@ -5,6 +5,7 @@
 //! module decides nothing about permissions beyond asking `access`.
 
 mod command_line;
+mod cut;
 mod exec;
 mod handler;
 mod host_key;

@@ -12,8 +12,18 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::cut::CuttableStream;
 use super::handler::ConnectionHandler;
 use crate::state::ServerState;
+
+fn refuse_late_login(state: &ServerState, peer: std::net::SocketAddr) {
+    tracing::info!(%peer, "login grace time over; disconnecting");
+    state
+        .metrics
+        .ssh_refused_total
+        .with_label_values(&["login-grace-time"])
+        .inc();
+}
 
 /// Builds the russh configuration from the settings.
 fn config(state: &ServerState, host_key: russh::keys::PrivateKey) -> Config {
@@ -80,10 +90,23 @@ pub async fn run(
         let cancel = cancel.clone();
         tracker.spawn(async move {
             let _ = socket.set_nodelay(true);
-            let session = match russh::server::run_stream(config, socket, handler).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "ssh handshake failed");
+            let cut = CancellationToken::new();
+            let stream = CuttableStream::new(socket, cut.clone());
+            // The grace time runs from accept: a client that never finishes the
+            // handshake is held to it too.
+            let grace_over = tokio::time::sleep(grace);
+            tokio::pin!(grace_over);
+            let session = tokio::select! {
+                started = russh::server::run_stream(config, stream, handler) => match started {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "ssh handshake failed");
+                        return;
+                    }
+                },
+                _ = &mut grace_over => {
+                    refuse_late_login(&state, peer);
+                    cut.cancel();
                     return;
                 }
             };
@@ -91,22 +114,23 @@ pub async fn run(
             tokio::pin!(session);
             tokio::select! {
                 _ = &mut session => return,
-                _ = tokio::time::sleep(grace) => {}
+                _ = &mut grace_over => {}
             }
             if !authenticated.load(Ordering::Acquire) {
-                tracing::info!(%peer, "login grace time over; disconnecting");
-                state
-                    .metrics
-                    .ssh_refused_total
-                    .with_label_values(&["login-grace-time"])
-                    .inc();
-                let _ = handle
-                    .disconnect(
+                refuse_late_login(&state, peer);
+                // Say why when russh can (after key exchange); cut the socket regardless.
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    handle.disconnect(
                         russh::Disconnect::ByApplication,
                         "authentication took too long".into(),
                         "en".into(),
-                    )
-                    .await;
+                    ),
+                )
+                .await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), &mut session).await;
+                cut.cancel();
+                return;
             }
             tokio::select! {
                 _ = &mut session => {}
@@ -115,7 +139,12 @@ pub async fn run(
                     tokio::select! {
                         _ = &mut session => {}
                         _ = tokio::time::sleep(Duration::from_secs(30)) => {
-                            let _ = handle.disconnect(russh::Disconnect::ByApplication, "server shutting down".into(), "en".into()).await;
+                            let _ = tokio::time::timeout(
+                                Duration::from_secs(1),
+                                handle.disconnect(russh::Disconnect::ByApplication, "server shutting down".into(), "en".into()),
+                            )
+                            .await;
+                            cut.cancel();
                         }
                     }
                 }
