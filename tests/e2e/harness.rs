@@ -181,6 +181,32 @@ policies:
     )
 }
 
+/// A complete slipway.yaml (the keys of etc/slipway.yaml) with `overrides` applied to
+/// the `ssh:` section, e.g. `[("login_grace_time", "1s")]`.
+pub fn settings_yaml(overrides: &[(&str, &str)]) -> String {
+    let mut ssh = vec![
+        ("listen", "127.0.0.1:2222"),
+        ("login_grace_time", "60s"),
+        ("idle_timeout", "10m"),
+        ("max_sessions_per_connection", "10"),
+        ("max_unauthenticated", "64"),
+        ("allow_ssh_rsa_sha1", "false"),
+    ];
+    for (key, value) in overrides {
+        let slot = ssh
+            .iter_mut()
+            .find(|(k, _)| k == key)
+            .unwrap_or_else(|| panic!("unknown ssh setting {key}"));
+        slot.1 = value;
+    }
+    let mut yaml = String::from("ssh:\n");
+    for (k, v) in ssh {
+        yaml.push_str(&format!("  {k}: {v}\n"));
+    }
+    yaml.push_str("http:\n  listen: 127.0.0.1:8080\ngit:\n  binary: git\n");
+    yaml
+}
+
 /// A running slipway server with its own data directory and identities.
 pub struct Server {
     pub dir: tempfile::TempDir,
