@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use super::cut::CuttableStream;
 use super::handler::ConnectionHandler;
+use crate::settings::SshSettings;
 use crate::state::ServerState;
 
 fn refuse_late_login(state: &ServerState, peer: std::net::SocketAddr) {
@@ -26,8 +27,7 @@ fn refuse_late_login(state: &ServerState, peer: std::net::SocketAddr) {
 }
 
 /// Builds the russh configuration from the settings.
-fn config(state: &ServerState, host_key: russh::keys::PrivateKey) -> Config {
-    let ssh = &state.settings.ssh;
+fn config(ssh: &SshSettings, host_key: russh::keys::PrivateKey) -> Config {
     Config {
         server_id: russh::SshId::Standard(
             format!("SSH-2.0-slipway_{}", env!("CARGO_PKG_VERSION")).into(),
@@ -56,7 +56,7 @@ pub async fn run(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let config = Arc::new(config(&state, host_key));
+    let config = Arc::new(config(&state.settings.ssh, host_key));
     let unauthenticated = Arc::new(Semaphore::new(state.settings.ssh.max_unauthenticated));
     let grace = state.settings.ssh.login_grace_time;
     loop {
@@ -150,5 +150,31 @@ pub async fn run(
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_probe_is_answered_without_delay_and_only_keys_are_offered() {
+        let settings = SshSettings {
+            idle_timeout: Duration::from_secs(42),
+            ..SshSettings::default()
+        };
+        let config = config(&settings, crate::ssh::random_ed25519());
+        // OpenSSH always starts with a `none` probe; a delay there is paid by everyone.
+        assert_eq!(config.auth_rejection_time_initial, Some(Duration::ZERO));
+        assert!(config.auth_rejection_time <= Duration::from_millis(100));
+        assert_eq!(
+            config.methods,
+            MethodSet::from(&[MethodKind::PublicKey][..])
+        );
+        assert_eq!(config.inactivity_timeout, Some(Duration::from_secs(42)));
+        assert_eq!(
+            config.keepalive_interval, None,
+            "keepalives would defeat the idle timeout"
+        );
     }
 }
