@@ -106,9 +106,15 @@ pub async fn run(ctx: &CommandContext<'_>, cmd: PolicyCommand) -> CommandResult 
             row.outcome, row.statement, row.via
         ));
     }
-    text.push_str(&format!(
-        "decision: {} by {}\n",
-        report.decision, report.decided_by
-    ));
+    match trace.decision {
+        Decision::ImplicitDeny => text.push_str(&format!(
+            "decision: {}: no statement allows it\n",
+            report.decision
+        )),
+        _ => text.push_str(&format!(
+            "decision: {} by {}\n",
+            report.decision, report.decided_by
+        )),
+    }
     Ok(text)
 }
