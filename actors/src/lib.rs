@@ -1,11 +1,20 @@
 //! `slipway-actors`: the runtime half of slipway.
 //!
-//! Today it holds the durable store ([`store::Store`]): the sqlite database with its
-//! schema migrations and the audit log. The actors that act on pushes (event bus, rules,
-//! notifier, builder, …) join this crate as their issues land; they own their state here,
-//! so the front doors in the `slipway` crate only ever talk to this crate's API.
+//! - [`store`]: the sqlite database (migrations, audit log, events, cursors, outbox,
+//!   parameters). Everything durable lives here.
+//! - [`config`]: the config files that drive the actors (`rules.yaml`) and their server
+//!   settings, parsed with file:line:column errors.
+//! - the actors ([`runtime`] starts them): [`bus::EventBus`] stores and fans out events,
+//!   [`rules::RulesEngine`] matches them against `rules.yaml`, [`notify::Notifier`]
+//!   delivers mail and webhooks from a durable outbox, [`reaper::BranchReaper`] deletes
+//!   stale branches.
+//!
+//! Invariant: no actor sees russh or HTTP-server types; the front doors talk to this
+//! crate through messages and the store's API.
 #![deny(missing_docs)]
 
+pub mod config;
+pub mod pattern;
 pub mod store;
 
 pub use store::{AuditEntry, AuditFilter, AuditKind, Store, StoreError};

@@ -13,24 +13,9 @@ use russh::keys::{HashAlg, PublicKey};
 use serde::{Deserialize, Deserializer};
 
 use super::pattern::{Effect, Pattern, ResourcePattern, Statement};
+pub use slipway_actors::config::ConfigError;
+use slipway_actors::config::{check_size, checked_str, truncate};
 use super::{KNOWN_ACTIONS, RESERVED_FAMILIES};
-
-/// The largest admin file accepted, in bytes.
-pub const MAX_FILE_BYTES: usize = 1 << 20;
-
-/// A configuration file problem, with where it is.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}:{column}: {message}")]
-pub struct ConfigError {
-    /// The file name, as in the admin repository.
-    pub file: String,
-    /// 1-based line.
-    pub line: usize,
-    /// 1-based column.
-    pub column: usize,
-    /// What is wrong and what to do.
-    pub message: String,
-}
 
 /// A validated `access.yaml`.
 #[derive(Debug, Clone, Default)]
@@ -124,29 +109,6 @@ thread_local! {
     static KNOWN: RefCell<Option<Known>> = const { RefCell::new(None) };
 }
 
-/// Reads a string and checks it *inside* the scalar's own deserialization, so that
-/// serde_yaml reports the position of the offending value itself (an error raised after
-/// `String::deserialize` returns would be reported at the enclosing list or map).
-fn checked_str<'de, D, T>(
-    d: D,
-    check: impl FnOnce(String) -> Result<T, String>,
-) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-{
-    struct Check<F>(F);
-    impl<'de, T, F: FnOnce(String) -> Result<T, String>> serde::de::Visitor<'de> for Check<F> {
-        type Value = T;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a string")
-        }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
-            (self.0)(v.to_string()).map_err(E::custom)
-        }
-    }
-    d.deserialize_str(Check(check))
-}
-
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Name(String);
 
@@ -173,14 +135,6 @@ pub fn check_name(s: &str) -> Result<(), String> {
     }
 }
 
-fn truncate(s: &str) -> String {
-    if s.len() <= 80 {
-        s.to_string()
-    } else {
-        let cut = (0..=80).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
-        format!("{}…", &s[..cut])
-    }
-}
 
 struct GroupRef(String);
 impl<'de> Deserialize<'de> for GroupRef {
@@ -309,35 +263,9 @@ impl<'de> Deserialize<'de> for ResourceText {
 /// `admin_check` says which users count as administrators, i.e. may push the admin
 /// repository; the file is refused when no user with a key would be one.
 pub fn parse_access_yaml(file: &str, text: &str) -> Result<AccessConfig, ConfigError> {
-    let at = |line, column, message: String| ConfigError {
-        file: file.to_string(),
-        line,
-        column,
-        message,
-    };
-    if text.len() > MAX_FILE_BYTES {
-        return Err(at(
-            1,
-            1,
-            format!(
-                "the file is {} bytes; the limit is {MAX_FILE_BYTES}",
-                text.len()
-            ),
-        ));
-    }
-    let to_err = |e: serde_yaml::Error| {
-        let (line, column) = e
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((1, 1));
-        // serde_yaml prefixes the message with the location; keep just the message.
-        let msg = e.to_string();
-        let msg = msg
-            .split_once(" at line ")
-            .map(|(m, _)| m.to_string())
-            .unwrap_or(msg);
-        at(line, column, msg)
-    };
+    let at = |line, column, message: String| ConfigError::at(file, line, column, message);
+    check_size(file, text)?;
+    let to_err = |e| ConfigError::from_yaml(file, e);
     // Pass 1: shape and names.
     KNOWN.with(|k| *k.borrow_mut() = None);
     let first: RawAccess = serde_yaml::from_str(text).map_err(to_err)?;

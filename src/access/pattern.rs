@@ -1,6 +1,6 @@
 //! Statements and the glob patterns in them.
 
-use globset::{GlobBuilder, GlobMatcher};
+pub use slipway_actors::pattern::Pattern;
 
 /// Allow or deny.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,39 +18,6 @@ impl Effect {
             Effect::Allow => "allow",
             Effect::Deny => "deny",
         }
-    }
-}
-
-/// A compiled glob that remembers its source text. `*` matches any characters, `/`
-/// included, as in IAM policies.
-#[derive(Debug, Clone)]
-pub struct Pattern {
-    text: String,
-    matcher: GlobMatcher,
-}
-
-impl Pattern {
-    /// Compiles `text`; the error says why it is not a valid glob.
-    pub fn new(text: &str) -> Result<Pattern, String> {
-        let glob = GlobBuilder::new(text)
-            .literal_separator(false)
-            .backslash_escape(true)
-            .build()
-            .map_err(|e| format!("`{text}` is not a valid pattern: {}", e.kind()))?;
-        Ok(Pattern {
-            text: text.to_string(),
-            matcher: glob.compile_matcher(),
-        })
-    }
-
-    /// Whether `s` matches.
-    pub fn is_match(&self, s: &str) -> bool {
-        self.matcher.is_match(s)
-    }
-
-    /// The source text.
-    pub fn as_str(&self) -> &str {
-        &self.text
     }
 }
 
