@@ -35,7 +35,6 @@ impl Pattern {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

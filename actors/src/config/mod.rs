@@ -103,6 +103,10 @@ pub fn truncate(s: &str) -> String {
 
 /// Parses a duration written the human way (`30d`, `6h`, `90s`).
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("`{}` is not a duration ({e}); write e.g. `30d`, `6h` or `90s`", truncate(s)))
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!(
+            "`{}` is not a duration ({e}); write e.g. `30d`, `6h` or `90s`",
+            truncate(s)
+        )
+    })
 }

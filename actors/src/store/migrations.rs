@@ -3,9 +3,10 @@
 use super::StoreError;
 
 /// Each entry is (version, SQL). Applied in order inside one transaction each.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
     CREATE TABLE audit (
         id        INTEGER PRIMARY KEY AUTOINCREMENT,
         time      TEXT    NOT NULL,          -- RFC 3339, UTC
@@ -26,7 +27,68 @@ const MIGRATIONS: &[(i64, &str)] = &[(
     CREATE INDEX audit_repo ON audit(repo, id);
     CREATE INDEX audit_time ON audit(time);
     "#,
-)];
+    ),
+    (
+        2,
+        r#"
+    CREATE TABLE events (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        time    TEXT    NOT NULL,           -- RFC 3339, UTC, milliseconds
+        source  TEXT    NOT NULL,           -- git | build | pipeline | deploy | alarm | admin
+        type    TEXT    NOT NULL,           -- push | ref-created | ref-deleted | ...
+        actor   TEXT,                       -- who caused it
+        repo    TEXT,
+        refname TEXT,
+        state   TEXT,
+        detail  TEXT    NOT NULL            -- JSON object
+    );
+    CREATE INDEX events_repo ON events(repo, id);
+    CREATE INDEX events_type ON events(type, id);
+    -- How far each consumer has processed the event log.
+    CREATE TABLE cursors (
+        consumer TEXT PRIMARY KEY,
+        last_id  INTEGER NOT NULL
+    );
+    -- Events a consumer gave up on after repeated failures.
+    CREATE TABLE dead_letters (
+        consumer TEXT    NOT NULL,
+        event_id INTEGER NOT NULL,
+        time     TEXT    NOT NULL,
+        error    TEXT    NOT NULL
+    );
+    -- Mail and webhook deliveries, retried until sent or given up.
+    CREATE TABLE outbox (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        created      REAL    NOT NULL,      -- unix seconds
+        event_id     INTEGER,
+        rule         TEXT    NOT NULL,
+        kind         TEXT    NOT NULL,      -- email | webhook
+        target       TEXT    NOT NULL,      -- address or URL
+        message_id   TEXT    NOT NULL,      -- stable across retries
+        payload      TEXT    NOT NULL,      -- JSON
+        state        TEXT    NOT NULL DEFAULT 'pending',   -- pending | sent | failed
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_attempt REAL    NOT NULL,
+        last_error   TEXT,
+        done         REAL
+    );
+    CREATE INDEX outbox_due ON outbox(state, next_attempt);
+    -- The parameter store; secure values are sealed with the master key.
+    CREATE TABLE params (
+        name       TEXT PRIMARY KEY,
+        secure     INTEGER NOT NULL,
+        value      BLOB    NOT NULL,
+        updated    TEXT    NOT NULL,
+        updated_by TEXT
+    );
+    -- When each scheduled rule last ran.
+    CREATE TABLE schedules (
+        rule     TEXT PRIMARY KEY,
+        last_run REAL NOT NULL
+    );
+    "#,
+    ),
+];
 
 pub(super) fn apply(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
     conn.execute_batch(

@@ -6,12 +6,18 @@
 //! [`migrations`], applied in order at open and recorded in `schema_version`.
 
 mod audit;
+mod events;
 mod migrations;
+mod outbox;
+mod params;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use audit::{AuditEntry, AuditFilter, AuditKind};
+pub use events::{Event, EventFilter, NewEvent};
+pub use outbox::{Delivery, NewDelivery, OutboxStats};
+pub use params::ParamRow;
 
 /// What can go wrong talking to the database.
 #[derive(Debug, thiserror::Error)]

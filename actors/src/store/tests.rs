@@ -10,7 +10,7 @@ fn open_twice_keeps_data_and_schema() {
     store.audit(&entry).unwrap();
     drop(store);
     let store = Store::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 1);
+    assert_eq!(store.schema_version().unwrap(), 2);
     let rows = store.audit_list(&AuditFilter::default()).unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].user.as_deref(), Some("alice"));
@@ -65,4 +65,125 @@ fn refuses_a_database_from_the_future() {
     drop(conn);
     let err = Store::open(&path).err().expect("must refuse");
     assert!(err.to_string().contains("newer than this slipway"), "{err}");
+}
+
+fn event(kind: &str, repo: &str) -> NewEvent {
+    NewEvent {
+        source: "git".into(),
+        kind: kind.into(),
+        actor: Some("alice".into()),
+        repo: Some(repo.into()),
+        refname: Some("refs/heads/main".into()),
+        state: None,
+        detail: serde_json::json!({"commits": 1}),
+    }
+}
+
+#[test]
+fn events_get_increasing_ids_and_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    let ids = store
+        .insert_events(&[
+            event("push", "a"),
+            event("ref-created", "a"),
+            event("push", "b"),
+        ])
+        .unwrap();
+    assert!(ids[0] < ids[1] && ids[1] < ids[2]);
+    let all = store.events(&EventFilter::default()).unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0].event.detail["commits"], 1);
+    let pushes_a = store
+        .events(&EventFilter {
+            repo: Some("a".into()),
+            kind: Some("push".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(pushes_a.len(), 1);
+    let after = store
+        .events(&EventFilter {
+            after: ids[1],
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(after.iter().map(|e| e.id).collect::<Vec<_>>(), vec![ids[2]]);
+    assert_eq!(store.last_event_id().unwrap(), ids[2]);
+}
+
+#[test]
+fn cursors_start_where_asked_and_never_go_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    assert_eq!(store.cursor("rules", 7).unwrap(), 7);
+    assert_eq!(
+        store.cursor("rules", 0).unwrap(),
+        7,
+        "start applies only once"
+    );
+    store.advance_cursor("rules", 9).unwrap();
+    store.advance_cursor("rules", 3).unwrap();
+    assert_eq!(store.cursor("rules", 0).unwrap(), 9);
+}
+
+#[test]
+fn outbox_enqueue_moves_the_cursor_in_the_same_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    let d = NewDelivery {
+        event_id: Some(5),
+        rule: "r".into(),
+        kind: "email".into(),
+        target: "a@example.com".into(),
+        payload: serde_json::json!({"subject": "s"}),
+    };
+    let ids = store
+        .enqueue_and_advance("rules", 5, &[d.clone(), d], "example.com")
+        .unwrap();
+    assert_eq!(store.cursor("rules", 0).unwrap(), 5);
+    let due = store.due_deliveries(10, &[]).unwrap();
+    assert_eq!(due.len(), 2);
+    assert!(due[0].message_id.starts_with("<slipway.5."));
+    assert!(due[0].message_id.ends_with("@example.com>"));
+    assert_ne!(due[0].message_id, due[1].message_id);
+    assert_eq!(store.due_deliveries(10, &[ids[0]]).unwrap().len(), 1);
+    assert_eq!(store.outbox_stats().unwrap().pending, 2);
+
+    store
+        .delivery_retry(ids[0], 3600.0, "421 try later")
+        .unwrap();
+    let retried = store.delivery(ids[0]).unwrap().unwrap();
+    assert_eq!((retried.attempts, retried.state.as_str()), (1, "pending"));
+    assert_eq!(
+        retried.message_id, due[0].message_id,
+        "stable across retries"
+    );
+    assert_eq!(
+        store.due_deliveries(10, &[]).unwrap().len(),
+        1,
+        "not due yet"
+    );
+    store.delivery_sent(ids[1]).unwrap();
+    store.delivery_failed(ids[0], "gave up").unwrap();
+    assert_eq!(store.outbox_stats().unwrap().pending, 0);
+    assert_eq!(store.next_delivery_in().unwrap(), None);
+}
+
+#[test]
+fn params_and_schedules_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    store.param_put("/a/b", false, b"one", "alice").unwrap();
+    store.param_put("/a/b", true, b"sealed", "bob").unwrap();
+    let p = store.param_get("/a/b").unwrap().unwrap();
+    assert!(p.secure);
+    assert_eq!(p.value, b"sealed");
+    assert_eq!(p.updated_by.as_deref(), Some("bob"));
+    assert_eq!(store.param_list().unwrap().len(), 1);
+    assert!(store.param_delete("/a/b").unwrap());
+    assert!(!store.param_delete("/a/b").unwrap());
+    assert_eq!(store.schedule_last_run("tidy").unwrap(), None);
+    store.schedule_ran("tidy", 12.5).unwrap();
+    assert_eq!(store.schedule_last_run("tidy").unwrap(), Some(12.5));
 }
