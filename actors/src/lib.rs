@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod pattern;
+pub mod secrets;
 pub mod store;
 
 pub use store::{AuditEntry, AuditFilter, AuditKind, Store, StoreError};
