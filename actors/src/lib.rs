@@ -13,9 +13,18 @@
 //! crate through messages and the store's API.
 #![deny(missing_docs)]
 
+pub mod bus;
+pub mod compose;
 pub mod config;
+pub mod failpoints;
+pub mod metrics;
+pub mod notify;
 pub mod pattern;
+pub mod reaper;
+pub mod rules;
+pub mod runtime;
 pub mod secrets;
 pub mod store;
 
+pub use runtime::{Runtime, RuntimeDeps};
 pub use store::{AuditEntry, AuditFilter, AuditKind, Store, StoreError};

@@ -1,0 +1,192 @@
+//! What a person reads: subjects and bodies of slipway's mail, and webhook bodies.
+
+use serde_json::Value;
+
+use crate::store::Event;
+
+/// How users reach this server, for the commands printed in mail.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    /// Host name users ssh to.
+    pub ssh_host: String,
+    /// SSH port.
+    pub ssh_port: u16,
+}
+
+impl ServerInfo {
+    fn ssh(&self) -> String {
+        format!("ssh -p {} git@{}", self.ssh_port, self.ssh_host)
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(8)]
+}
+
+fn branch_words(refname: &str) -> (&'static str, &str) {
+    if let Some(b) = refname.strip_prefix("refs/heads/") {
+        ("branch", b)
+    } else if let Some(t) = refname.strip_prefix("refs/tags/") {
+        ("tag", t)
+    } else {
+        ("ref", refname)
+    }
+}
+
+/// The subject and body of the mail about `event`.
+pub fn mail(event: &Event, server: &ServerInfo) -> (String, String) {
+    let e = &event.event;
+    let actor = e.actor.as_deref().unwrap_or("someone");
+    let repo = e.repo.as_deref().unwrap_or("-");
+    let refname = e.refname.as_deref().unwrap_or("");
+    let (what, name) = branch_words(refname);
+    let d = &e.detail;
+    let see_more = format!(
+        "See more:\n  {} events --repo {repo} --since {}\n",
+        server.ssh(),
+        event.id - 1
+    );
+    match (e.source.as_str(), e.kind.as_str()) {
+        ("git", "push") => {
+            let commits = d["commits"].as_u64().unwrap_or(0);
+            let noun = if commits == 1 { "commit" } else { "commits" };
+            let forced = if d["forced"].as_bool() == Some(true) {
+                " (forced)"
+            } else {
+                ""
+            };
+            let subject =
+                format!("[slipway] {actor} pushed {commits} {noun} to {repo} {name}{forced}");
+            let old = d["old"].as_str().unwrap_or("");
+            let new = d["new"].as_str().unwrap_or("");
+            let mut body = format!(
+                "{actor} pushed {commits} {noun} to {what} {name} in {repo}{forced}.\n\n  repository: {repo}\n  {what}:{pad}{name} ({refname})\n  before:     {}\n  after:      {}\n  when:       {}\n",
+                short(old),
+                short(new),
+                event.time,
+                pad = " ".repeat(11usize.saturating_sub(what.len() + 1)),
+            );
+            if let Some(list) = d["summary"].as_array().filter(|l| !l.is_empty()) {
+                body.push_str("\nCommits:\n");
+                for line in list.iter().filter_map(Value::as_str) {
+                    body.push_str(&format!("  {line}\n"));
+                }
+                if commits as usize > list.len() {
+                    body.push_str(&format!("  … and {} more\n", commits as usize - list.len()));
+                }
+            }
+            body.push('\n');
+            body.push_str(&see_more);
+            if !old.chars().all(|c| c == '0') && !old.is_empty() {
+                body.push_str(&format!("  git log {}..{}\n", short(old), short(new)));
+            }
+            (subject, body)
+        }
+        ("git", "ref-created") | ("git", "ref-deleted") => {
+            let verb = if e.kind == "ref-created" {
+                "created"
+            } else {
+                "deleted"
+            };
+            let why = d["reason"]
+                .as_str()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            let subject = format!("[slipway] {actor} {verb} {what} {name} in {repo}{why}");
+            let id = if verb == "created" {
+                d["new"].as_str()
+            } else {
+                d["old"].as_str()
+            };
+            let body = format!(
+                "{actor} {verb} {what} {name} in {repo}{why}.\n\n  repository: {repo}\n  ref:        {refname}\n  commit:     {}\n  when:       {}\n\n{see_more}",
+                short(id.unwrap_or("")),
+                event.time,
+            );
+            (subject, body)
+        }
+        ("notify", "delivery-failed") => {
+            let subject = format!(
+                "[slipway] could not deliver {} to {}",
+                d["kind"].as_str().unwrap_or("a message"),
+                d["target"].as_str().unwrap_or("?")
+            );
+            let body = format!(
+                "slipway gave up delivering a {} to {} after {} attempts.\n\n  rule:  {}\n  error: {}\n\n{see_more}",
+                d["kind"].as_str().unwrap_or("message"),
+                d["target"].as_str().unwrap_or("?"),
+                d["attempts"].as_u64().unwrap_or(0),
+                d["rule"].as_str().unwrap_or("?"),
+                d["error"].as_str().unwrap_or("?"),
+            );
+            (subject, body)
+        }
+        (source, kind) => {
+            let state = e
+                .state
+                .as_deref()
+                .map(|s| format!(" {s}"))
+                .unwrap_or_default();
+            let subject = format!("[slipway] {source} {kind}{state} in {repo}");
+            let detail = serde_json::to_string_pretty(d).unwrap_or_default();
+            let body = format!(
+                "{source} event `{kind}`{state} in {repo}, caused by {actor}, at {}.\n\n{detail}\n\n{see_more}",
+                event.time
+            );
+            (subject, body)
+        }
+    }
+}
+
+/// The JSON body of the webhook about `event`: the event as `events --json` prints it.
+pub fn webhook_body(event: &Event) -> String {
+    serde_json::to_string(event).unwrap_or_else(|_| "{}".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NewEvent;
+
+    fn push() -> Event {
+        Event {
+            id: 42,
+            time: "2026-11-29T10:00:00.000Z".into(),
+            event: NewEvent {
+                source: "git".into(),
+                kind: "push".into(),
+                actor: Some("alice".into()),
+                repo: Some("app-web".into()),
+                refname: Some("refs/heads/main".into()),
+                state: None,
+                detail: serde_json::json!({
+                    "old": "1111111111111111111111111111111111111111",
+                    "new": "2222222222222222222222222222222222222222",
+                    "commits": 3,
+                    "summary": ["2222222 Fix the login page", "3333333 Add tests"],
+                }),
+            },
+        }
+    }
+
+    #[test]
+    fn a_push_reads_at_a_glance() {
+        let server = ServerInfo {
+            ssh_host: "git.example.com".into(),
+            ssh_port: 2222,
+        };
+        let (subject, body) = mail(&push(), &server);
+        assert_eq!(subject, "[slipway] alice pushed 3 commits to app-web main");
+        assert!(
+            body.starts_with("alice pushed 3 commits to branch main in app-web."),
+            "{body}"
+        );
+        assert!(body.contains("  2222222 Fix the login page\n"), "{body}");
+        assert!(body.contains("… and 1 more"), "{body}");
+        assert!(
+            body.contains("ssh -p 2222 git@git.example.com events --repo app-web --since 41"),
+            "{body}"
+        );
+        assert!(body.contains("git log 11111111..22222222"), "{body}");
+    }
+}

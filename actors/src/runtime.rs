@@ -1,0 +1,139 @@
+//! Starting the actors and the handle the front doors use to reach them.
+//!
+//! Must be called inside a running actix System. Every actor runs under a
+//! `Supervisor`: when one stops after a failure it is restarted with its state, and it
+//! resumes from its durable cursor, so no event is lost.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::sync::broadcast;
+
+use crate::bus::{EventBus, Publish, Subscribe};
+use crate::compose::ServerInfo;
+use crate::config::rules::RulesConfig;
+use crate::config::settings::{NotifySettings, WebhookSettings};
+use crate::failpoints::Failpoints;
+use crate::metrics::RuntimeMetrics;
+use crate::notify::{Channels, Mailer, Notifier};
+use crate::reaper::{BranchReaper, Reap, RepoCatalog, SetSchedules, StaleBranch};
+use crate::rules::{RulesEngine, SetRules};
+use crate::secrets::MasterKey;
+use crate::store::{NewEvent, Store};
+
+/// What the runtime needs from the server.
+pub struct RuntimeDeps {
+    /// The database.
+    pub store: Store,
+    /// Metrics registry to register in.
+    pub registry: prometheus::Registry,
+    /// How mail leaves.
+    pub mailer: Mailer,
+    /// Retry policy and `From:`.
+    pub notify: NotifySettings,
+    /// Webhook policy.
+    pub webhooks: WebhookSettings,
+    /// Opens secure parameters.
+    pub master: MasterKey,
+    /// For the commands printed in mail.
+    pub server: ServerInfo,
+    /// Domain of Message-IDs.
+    pub message_domain: String,
+    /// The repositories.
+    pub catalog: Arc<dyn RepoCatalog>,
+}
+
+/// Handles to the running actors.
+#[derive(Clone)]
+pub struct Runtime {
+    bus: Addr<EventBus>,
+    rules: Addr<RulesEngine>,
+    reaper: Addr<BranchReaper>,
+    follow: broadcast::Sender<i64>,
+    metrics: RuntimeMetrics,
+}
+
+impl Runtime {
+    /// Starts every actor.
+    pub fn start(deps: RuntimeDeps) -> Runtime {
+        let metrics = RuntimeMetrics::register(&deps.registry);
+        let failpoints = Failpoints::from_env();
+        let (follow, _) = broadcast::channel(1024);
+        let bus = {
+            let (store, follow, metrics) = (deps.store.clone(), follow.clone(), metrics.clone());
+            Supervisor::start(move |_| EventBus::new(store, follow, metrics))
+        };
+        let notifier = {
+            let (store, metrics, bus) = (deps.store.clone(), metrics.clone(), bus.clone());
+            let channels = Channels {
+                mailer: deps.mailer,
+                webhooks: deps.webhooks,
+                store: deps.store.clone(),
+                master: deps.master,
+                from: deps.notify.from.clone(),
+            };
+            let settings = deps.notify;
+            Supervisor::start(move |_| Notifier::new(store, settings, channels, bus, metrics))
+        };
+        let reaper = {
+            let (store, catalog, bus, metrics) = (
+                deps.store.clone(),
+                deps.catalog.clone(),
+                bus.clone(),
+                metrics.clone(),
+            );
+            Supervisor::start(move |_| BranchReaper::new(store, catalog, bus, metrics))
+        };
+        let rules = {
+            let (store, metrics) = (deps.store.clone(), metrics.clone());
+            let (notifier, reaper) = (notifier.clone().recipient(), reaper.clone().recipient());
+            let (server, domain) = (deps.server, deps.message_domain);
+            Supervisor::start(move |_| {
+                RulesEngine::new(store, server, domain, notifier, reaper, metrics, failpoints)
+            })
+        };
+        bus.do_send(Subscribe(rules.clone().recipient()));
+        Runtime {
+            bus,
+            rules,
+            reaper,
+            follow,
+            metrics,
+        }
+    }
+
+    /// Stores `events` and returns their ids once durable. Waits while the bus's mailbox
+    /// is full (backpressure).
+    pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<i64>, String> {
+        let gauge = self.metrics.actor_mailbox_depth.with_label_values(&["bus"]);
+        gauge.inc();
+        let result = self.bus.send(Publish(events)).await;
+        if result.is_err() {
+            gauge.dec();
+        }
+        result.map_err(|e| format!("event bus unavailable: {e}"))?
+    }
+
+    /// Puts new rules in force.
+    pub fn set_rules(&self, rules: Arc<RulesConfig>, emails: Arc<HashMap<String, String>>) {
+        self.rules.do_send(SetRules {
+            rules: rules.clone(),
+            emails,
+        });
+        self.reaper.do_send(SetSchedules(rules));
+    }
+
+    /// Reaps one repository now.
+    pub async fn reap(&self, request: Reap) -> Result<Vec<StaleBranch>, String> {
+        self.reaper
+            .send(request)
+            .await
+            .map_err(|e| format!("branch reaper unavailable: {e}"))?
+    }
+
+    /// A receiver of the newest event id, for live followers.
+    pub fn follow(&self) -> broadcast::Receiver<i64> {
+        self.follow.subscribe()
+    }
+}
