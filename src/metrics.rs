@@ -140,6 +140,11 @@ impl Metrics {
         }
     }
 
+    /// The registry, for other parts (the actor runtime) to register in.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         TextEncoder::new()

@@ -46,6 +46,22 @@ pub async fn run(
             data.root().display()
         );
     }
+    // One server per data directory: a second one would steal the hook socket.
+    std::fs::create_dir_all(data.run())?;
+    let lock_path = data.run().join("serve.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        anyhow::bail!(
+            "another slipway server is already serving {}; stop it first (its addresses are in {})",
+            data.root().display(),
+            data.addresses().display()
+        );
+    }
     let host_key = crate::ssh::load_host_key(&data.host_key())?;
     let store = Store::open(&data.database())?;
     let repos = RepoStore::new(data.repos());
@@ -54,15 +70,10 @@ pub async fn run(
         .await
         .context("the admin configuration is invalid; fix it with `slipway check` and a push to admin (or repair the admin repository on disk)")?;
     install_hooks(&data)?;
-    let state = Arc::new(ServerState {
-        settings: settings.clone(),
-        data: data.clone(),
-        repos,
-        store,
-        admin: AdminState::new(admin),
-        metrics: Metrics::new(),
-        pushes: Arc::new(PushRegistry::default()),
-    });
+    let master = slipway_actors::secrets::MasterKey::load_or_create(&data.master_key())?;
+    let metrics = Metrics::new();
+    let mailer = slipway_actors::notify::Mailer::new(settings.smtp.as_ref(), data.mail())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", data.settings().display()))?;
 
     // Hook socket.
     std::fs::create_dir_all(data.run())?;
@@ -84,13 +95,44 @@ pub async fn run(
         http: http_listener.local_addr()?,
         pid: std::process::id(),
     };
-    // Commands print clone URLs with the real port.
-    let state = {
-        let mut s =
-            Arc::try_unwrap(state).map_err(|_| anyhow::anyhow!("state is shared too early"))?;
-        s.settings.ssh.listen = bound.ssh;
-        Arc::new(s)
-    };
+    // Commands and mail print clone URLs and commands with the real port.
+    let mut settings = settings;
+    settings.ssh.listen = bound.ssh;
+    let runtime = slipway_actors::Runtime::start(slipway_actors::RuntimeDeps {
+        store: store.clone(),
+        registry: metrics.registry().clone(),
+        mailer,
+        notify: settings.notify.clone(),
+        webhooks: settings.webhooks.clone(),
+        master: master.clone(),
+        server: slipway_actors::compose::ServerInfo {
+            ssh_host: settings
+                .ssh
+                .public_host
+                .clone()
+                .unwrap_or_else(|| bound.ssh.ip().to_string()),
+            ssh_port: bound.ssh.port(),
+        },
+        message_domain: settings
+            .notify
+            .from
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_string())
+            .unwrap_or_else(|| "slipway.local".into()),
+        catalog: Arc::new(crate::state::Catalog(repos.clone())),
+    });
+    runtime.set_rules(admin.rules.clone(), Arc::new(admin.emails()));
+    let state = Arc::new(ServerState {
+        settings: settings.clone(),
+        data: data.clone(),
+        repos,
+        store,
+        admin: AdminState::new(admin),
+        metrics,
+        pushes: Arc::new(PushRegistry::default()),
+        runtime,
+        master,
+    });
     std::fs::write(data.addresses(), serde_json::to_vec_pretty(&bound)?)?;
 
     let cancel = CancellationToken::new();
@@ -132,6 +174,7 @@ pub async fn run(
     let _ = http_task.await;
     let _ = std::fs::remove_file(&sock);
     let _ = std::fs::remove_file(data.addresses());
+    drop(lock);
     tracing::info!("stopped");
     Ok(())
 }

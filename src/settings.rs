@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
+use slipway_actors::config::settings::{NotifySettings, SmtpSettings, WebhookSettings};
 
 /// Server settings, as read from `DATA/slipway.yaml`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -16,6 +17,12 @@ pub struct Settings {
     pub http: HttpSettings,
     /// How git is run.
     pub git: GitSettings,
+    /// The SMTP server for mail; without it mail is written to `DATA/mail/*.eml`.
+    pub smtp: Option<SmtpSettings>,
+    /// Sender and retry policy of notifications.
+    pub notify: NotifySettings,
+    /// Webhook policy.
+    pub webhooks: WebhookSettings,
 }
 
 /// SSH listener settings.
@@ -27,11 +34,11 @@ pub struct SshSettings {
     /// Host name shown in the clone URLs slipway prints.
     pub public_host: Option<String>,
     /// A connection must authenticate within this time.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "slipway_actors::config::settings::duration")]
     pub login_grace_time: Duration,
     /// A connection with no traffic for this long is closed. Transfers that move data
     /// never hit it, however long they take.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "slipway_actors::config::settings::duration")]
     pub idle_timeout: Duration,
     /// Sessions (channels) one connection may have open at once.
     pub max_sessions_per_connection: usize,
@@ -98,6 +105,16 @@ impl Settings {
         };
         let settings: Settings = serde_yaml::from_str(&text)
             .with_context(|| format!("{} is not valid; fix it and start again", path.display()))?;
+        if settings.notify.max_attempts == 0 {
+            anyhow::bail!("{}: notify.max_attempts must be at least 1", path.display());
+        }
+        if !slipway_actors::config::rules::valid_email(&settings.notify.from) {
+            anyhow::bail!(
+                "{}: notify.from `{}` is not an email address",
+                path.display(),
+                settings.notify.from
+            );
+        }
         if settings.ssh.max_sessions_per_connection == 0 || settings.ssh.max_unauthenticated == 0 {
             anyhow::bail!(
                 "{}: ssh.max_sessions_per_connection and ssh.max_unauthenticated must be at least 1",
@@ -105,21 +122,6 @@ impl Settings {
             );
         }
         Ok(settings)
-    }
-}
-
-/// Durations written the human way: `60s`, `10m`, `1h 30m`.
-mod humantime_serde_compat {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "`{s}` is not a duration ({e}); write e.g. `60s` or `10m`"
-            ))
-        })
     }
 }
 

@@ -28,6 +28,10 @@ pub struct ServerState {
     pub metrics: Metrics,
     /// Pushes in progress, by hook token.
     pub pushes: Arc<PushRegistry>,
+    /// The actors (events, rules, notifications, branch reaper).
+    pub runtime: slipway_actors::Runtime,
+    /// Seals and opens secure parameters.
+    pub master: slipway_actors::secrets::MasterKey,
 }
 
 impl ServerState {
@@ -52,7 +56,14 @@ impl ServerState {
         let path = self.repos.path(&self.admin_repo());
         match crate::adminconfig::load_current(&self.settings.git.binary, &path).await {
             Ok(config) => {
-                tracing::info!(commit = %config.commit, users = config.access.users.len(), "admin configuration loaded");
+                tracing::info!(
+                    commit = %config.commit,
+                    users = config.access.users.len(),
+                    rules = config.rules.rules.len(),
+                    "admin configuration loaded"
+                );
+                self.runtime
+                    .set_rules(config.rules.clone(), Arc::new(config.emails()));
                 self.admin.replace(config);
                 self.metrics
                     .config_reloads_total
@@ -82,4 +93,23 @@ pub fn key_index(access: &crate::access::AccessConfig) -> HashMap<String, String
                 .map(move |k| (k.fingerprint.clone(), name.clone()))
         })
         .collect()
+}
+
+/// The repositories, as the branch reaper sees them.
+pub struct Catalog(pub RepoStore);
+
+impl slipway_actors::reaper::RepoCatalog for Catalog {
+    fn list(&self) -> Vec<String> {
+        self.0
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|n| n.to_string())
+            .collect()
+    }
+
+    fn path(&self, repo: &str) -> Option<std::path::PathBuf> {
+        let name = RepoName::parse(repo).ok()?;
+        self.0.exists(&name).then(|| self.0.path(&name))
+    }
 }

@@ -64,7 +64,7 @@ pub fn mail(event: &Event, server: &ServerInfo) -> (String, String) {
                 short(old),
                 short(new),
                 event.time,
-                pad = " ".repeat(11usize.saturating_sub(what.len() + 1)),
+                pad = " ".repeat(12usize.saturating_sub(what.len() + 1)),
             );
             if let Some(list) = d["summary"].as_array().filter(|l| !l.is_empty()) {
                 body.push_str("\nCommits:\n");

@@ -13,9 +13,9 @@ use russh::keys::{HashAlg, PublicKey};
 use serde::{Deserialize, Deserializer};
 
 use super::pattern::{Effect, Pattern, ResourcePattern, Statement};
+use super::{KNOWN_ACTIONS, RESERVED_FAMILIES};
 pub use slipway_actors::config::ConfigError;
 use slipway_actors::config::{check_size, checked_str, truncate};
-use super::{KNOWN_ACTIONS, RESERVED_FAMILIES};
 
 /// A validated `access.yaml`.
 #[derive(Debug, Clone, Default)]
@@ -134,7 +134,6 @@ pub fn check_name(s: &str) -> Result<(), String> {
         ))
     }
 }
-
 
 struct GroupRef(String);
 impl<'de> Deserialize<'de> for GroupRef {

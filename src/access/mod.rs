@@ -30,6 +30,10 @@ pub const KNOWN_ACTIONS: &[&str] = &[
     "repo:delete",
     "audit:read",
     "policy:simulate",
+    "events:read",
+    "branch:reap",
+    "param:read",
+    "param:write",
 ];
 
 /// Action families reserved for services that arrive later (builds, pipelines, …);

@@ -10,6 +10,8 @@ mod seed;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
+use slipway_actors::config::rules::{parse_rules_yaml, RulesConfig, RulesContext, RULES_FILE};
+
 use crate::access::{parse_access_yaml, AccessConfig, ConfigError};
 use crate::git::{read_file_at, Quarantine};
 
@@ -22,11 +24,22 @@ pub const ADMIN_REF: &str = "refs/heads/main";
 /// Who may do what.
 pub const ACCESS_FILE: &str = "access.yaml";
 
+/// The admin files, validated together.
+#[derive(Debug, Clone)]
+pub struct ConfigFiles {
+    /// `access.yaml`.
+    pub access: AccessConfig,
+    /// `rules.yaml` (empty when the file does not exist).
+    pub rules: Arc<RulesConfig>,
+}
+
 /// A validated configuration and the commit it came from.
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     /// `access.yaml`.
     pub access: AccessConfig,
+    /// `rules.yaml`.
+    pub rules: Arc<RulesConfig>,
     /// The admin commit it was read from.
     pub commit: String,
     /// Key fingerprint → user name, for authentication without scanning.
@@ -63,21 +76,41 @@ pub async fn load_at(
     repo: &Path,
     rev: &str,
     quarantine: Option<&Quarantine>,
-) -> Result<AccessConfig, LoadError> {
+) -> Result<ConfigFiles, LoadError> {
     let bytes = read_file_at(git, repo, rev, ACCESS_FILE, quarantine)
         .await?
         .ok_or(LoadError::Missing { file: ACCESS_FILE })?;
     let text = String::from_utf8(bytes).map_err(|_| LoadError::NotText { file: ACCESS_FILE })?;
-    Ok(parse_access_yaml(ACCESS_FILE, &text)?)
+    let access = parse_access_yaml(ACCESS_FILE, &text)?;
+    let rules = match read_file_at(git, repo, rev, RULES_FILE, quarantine).await? {
+        None => RulesConfig::default(),
+        Some(bytes) => {
+            let text =
+                String::from_utf8(bytes).map_err(|_| LoadError::NotText { file: RULES_FILE })?;
+            let context = RulesContext {
+                users: access
+                    .users
+                    .iter()
+                    .map(|(name, u)| (name.clone(), u.email.is_some()))
+                    .collect(),
+            };
+            parse_rules_yaml(RULES_FILE, &text, &context)?
+        }
+    };
+    Ok(ConfigFiles {
+        access,
+        rules: Arc::new(rules),
+    })
 }
 
 /// Loads the live configuration: the tip of the admin repository's main branch.
 pub async fn load_current(git: &str, repo: &Path) -> Result<AdminConfig, LoadError> {
     let commit = resolve(git, repo, ADMIN_REF).await?;
-    let access = load_at(git, repo, &commit, None).await?;
-    let keys = crate::state::key_index(&access);
+    let files = load_at(git, repo, &commit, None).await?;
+    let keys = crate::state::key_index(&files.access);
     Ok(AdminConfig {
-        access,
+        access: files.access,
+        rules: files.rules,
         commit,
         keys,
     })
@@ -101,6 +134,17 @@ async fn resolve(git: &str, repo: &Path, refname: &str) -> Result<String, LoadEr
 /// The live configuration, swapped atomically on reload.
 pub struct AdminState {
     current: RwLock<Arc<AdminConfig>>,
+}
+
+impl AdminConfig {
+    /// User name → email address, for `user:NAME` recipients.
+    pub fn emails(&self) -> std::collections::HashMap<String, String> {
+        self.access
+            .users
+            .iter()
+            .filter_map(|(name, u)| u.email.clone().map(|e| (name.clone(), e)))
+            .collect()
+    }
 }
 
 impl AdminState {

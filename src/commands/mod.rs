@@ -5,6 +5,9 @@
 //! SSH channel's stdout and stderr and return an exit status.
 
 mod audit;
+mod branch;
+mod events;
+mod param;
 mod policy;
 mod repo;
 mod whoami;
@@ -26,6 +29,58 @@ pub struct CommandContext<'a> {
     pub identity: &'a Identity,
     /// The caller's address.
     pub peer: Option<SocketAddr>,
+    /// The caller's stdin, and whether they are still there.
+    pub input: Input,
+}
+
+/// A command's standard input, fed by the SSH channel.
+pub struct Input {
+    chunks: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Vec<u8>>>,
+    closed: tokio_util::sync::CancellationToken,
+}
+
+impl Input {
+    /// The sending side (for the channel reader) and the input.
+    pub fn channel() -> (tokio::sync::mpsc::Sender<Vec<u8>>, Input) {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        (
+            tx,
+            Input {
+                chunks: tokio::sync::Mutex::new(rx),
+                closed: tokio_util::sync::CancellationToken::new(),
+            },
+        )
+    }
+
+    /// An input with nothing in it (commands run outside SSH, tests).
+    pub fn empty() -> Input {
+        Input::channel().1
+    }
+
+    /// Cancelled when the client has gone away.
+    pub fn closed_token(&self) -> tokio_util::sync::CancellationToken {
+        self.closed.clone()
+    }
+
+    /// Reads stdin to its end; more than `limit` bytes is an error.
+    pub async fn read_all(&self, limit: usize) -> Result<Vec<u8>, CommandError> {
+        let mut chunks = self.chunks.lock().await;
+        let mut all = Vec::new();
+        loop {
+            tokio::select! {
+                chunk = chunks.recv() => match chunk {
+                    Some(c) => {
+                        all.extend_from_slice(&c);
+                        if all.len() > limit {
+                            return Err(CommandError::new(format!("input is larger than {limit} bytes")));
+                        }
+                    }
+                    None => return Ok(all),
+                },
+                _ = self.closed.cancelled() => return Ok(all),
+            }
+        }
+    }
 }
 
 /// A writer for a command's stdout or stderr.
@@ -86,6 +141,14 @@ enum Command {
     Policy(policy::PolicyCommand),
     /// Read the audit log (administrators).
     Audit(audit::Args),
+    /// Show the event log; --follow streams new events live.
+    Events(events::Args),
+    /// Branch housekeeping.
+    #[command(subcommand)]
+    Branch(branch::BranchCommand),
+    /// The parameter store (values for builds and webhook secrets).
+    #[command(subcommand)]
+    Param(param::ParamCommand),
 }
 
 /// A short, bounded label for metrics: the command word, or `unknown`.
@@ -96,6 +159,9 @@ pub fn metric_name(argv: &[String]) -> &'static str {
         Some("repo") => "repo",
         Some("policy") => "policy",
         Some("audit") => "audit",
+        Some("events") => "events",
+        Some("branch") => "branch",
+        Some("param") => "param",
         _ => "unknown",
     }
 }
@@ -134,6 +200,9 @@ pub async fn run(ctx: &CommandContext<'_>, argv: Vec<String>, out: Out<'_>, err:
         Command::Repo(cmd) => repo::run(ctx, cmd).await,
         Command::Policy(cmd) => policy::run(ctx, cmd).await,
         Command::Audit(args) => audit::run(ctx, args).await,
+        Command::Events(args) => events::run(ctx, args, out).await.map(|()| String::new()),
+        Command::Branch(cmd) => branch::run(ctx, cmd).await,
+        Command::Param(cmd) => param::run(ctx, cmd).await,
     };
     match result {
         Ok(text) => {

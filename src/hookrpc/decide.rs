@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use slipway_actors::store::NewEvent;
 use slipway_actors::{AuditEntry, AuditKind};
 use slipway_hook::wire::{HookRequest, HookResponse, RefUpdate, UpdateKind};
 
@@ -192,11 +193,78 @@ pub(super) async fn post_receive(
             }
         }
     }
+    // The push is accepted only once its events are durable: record them before
+    // answering, so an acknowledged push is never missing from the event log.
+    let events = push_events(state, ctx, req).await;
+    if events.is_empty() {
+        // Nothing changed (e.g. deleting a ref that did not exist).
+    } else if let Err(e) = state.runtime.publish(events).await {
+        tracing::error!(error = %e, repo = %ctx.repo, "cannot record the push's events");
+        messages.push("slipway: warning: the push was stored but its events were not recorded; tell the administrator".into());
+    }
     tracing::info!(user = %ctx.user, repo = %ctx.repo, refs = req.updates.len(), "push accepted");
     HookResponse {
         accept: true,
         messages,
     }
+}
+
+/// The events of an accepted push: `push` for every created or updated ref (with the
+/// new commits), plus `ref-created` / `ref-deleted`.
+async fn push_events(
+    state: &Arc<ServerState>,
+    ctx: &PushContext,
+    req: &HookRequest,
+) -> Vec<NewEvent> {
+    let mut events = Vec::new();
+    for u in &req.updates {
+        let base = |kind: &str, detail: serde_json::Value| NewEvent {
+            source: "git".into(),
+            kind: kind.into(),
+            actor: Some(ctx.user.clone()),
+            repo: Some(ctx.repo.to_string()),
+            refname: Some(u.refname.clone()),
+            state: None,
+            detail,
+        };
+        if u.kind == UpdateKind::Delete {
+            events.push(base(
+                "ref-deleted",
+                serde_json::json!({ "old": u.old, "new": u.new, "pusher": ctx.user }),
+            ));
+            continue;
+        }
+        let (commits, summary) = crate::git::new_commits(
+            &state.settings.git.binary,
+            &ctx.repo_path,
+            &u.old,
+            &u.new,
+            &u.refname,
+            10,
+        )
+        .await
+        .unwrap_or_default();
+        events.push(base(
+            "push",
+            serde_json::json!({
+                "old": u.old,
+                "new": u.new,
+                "pusher": ctx.user,
+                "commits": commits,
+                "summary": summary,
+                "created": u.kind == UpdateKind::Create,
+                "forced": u.kind == UpdateKind::Force,
+                "push_options": req.push_options,
+            }),
+        ));
+        if u.kind == UpdateKind::Create {
+            events.push(base(
+                "ref-created",
+                serde_json::json!({ "old": u.old, "new": u.new, "pusher": ctx.user }),
+            ));
+        }
+    }
+    events
 }
 
 async fn fix_head(state: &Arc<ServerState>, ctx: &PushContext, req: &HookRequest) {

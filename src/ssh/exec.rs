@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use russh::server::Msg;
-use russh::Channel;
+use russh::{Channel, ChannelMsg};
 use slipway_actors::{AuditEntry, AuditKind};
 use tokio::io::AsyncWriteExt;
 
@@ -238,14 +238,33 @@ async fn run_admin(
     argv: Vec<String>,
 ) -> u32 {
     let (mut rx, tx) = channel.split();
-    // Admin commands read no input today; drain it so the connection cannot stall.
-    let drain = tokio::spawn(async move { while rx.wait().await.is_some() {} });
+    // Forward stdin to the command (bounded: what does not fit is dropped, so a client
+    // cannot stall its connection), and notice when the client goes away.
+    let (chunks, input) = commands::Input::channel();
+    let closed = input.closed_token();
+    let reader = tokio::spawn(async move {
+        let mut chunks = Some(chunks);
+        while let Some(msg) = rx.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => {
+                    if let Some(c) = &chunks {
+                        let _ = c.try_send(data.to_vec());
+                    }
+                }
+                ChannelMsg::Eof => chunks = None,
+                ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        closed.cancel();
+    });
     let mut out = tx.make_writer();
     let mut err = tx.make_writer_ext(Some(1));
     let ctx = CommandContext {
         state,
         identity,
         peer,
+        input,
     };
     let code = commands::run(&ctx, argv, &mut out, &mut err).await;
     let _ = out.flush().await;
@@ -253,6 +272,6 @@ async fn run_admin(
     let _ = tx.exit_status(code).await;
     let _ = tx.eof().await;
     let _ = tx.close().await;
-    drain.abort();
+    reader.abort();
     code
 }
