@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::bus::{EventBus, Publish};
 use crate::config::rules::{Action, RulesConfig, StaleBranches};
+use crate::failpoints::Failpoints;
 use crate::metrics::RuntimeMetrics;
 use crate::store::{AuditEntry, AuditKind, Event, NewEvent, Store};
 
@@ -81,6 +82,7 @@ pub struct BranchReaper {
     catalog: Arc<dyn RepoCatalog>,
     bus: Addr<EventBus>,
     metrics: RuntimeMetrics,
+    failpoints: Failpoints,
     rules: Arc<RulesConfig>,
     scheduling: bool,
 }
@@ -92,12 +94,14 @@ impl BranchReaper {
         catalog: Arc<dyn RepoCatalog>,
         bus: Addr<EventBus>,
         metrics: RuntimeMetrics,
+        failpoints: Failpoints,
     ) -> BranchReaper {
         BranchReaper {
             store,
             catalog,
             bus,
             metrics,
+            failpoints,
             rules: Arc::new(RulesConfig::default()),
             scheduling: false,
         }
@@ -113,6 +117,7 @@ impl BranchReaper {
         let rules = self.rules.clone();
         let bus = self.bus.clone();
         let metrics = self.metrics.clone();
+        let failpoints = self.failpoints.clone();
         let job = async move {
             for rule in &rules.rules {
                 let (Some(period), Some(Action::DeleteStaleBranches(settings))) =
@@ -141,6 +146,7 @@ impl BranchReaper {
                             &catalog,
                             &bus,
                             &metrics,
+                            &failpoints,
                             &repo,
                             settings,
                             false,
@@ -177,6 +183,7 @@ async fn reap(
     catalog: &Arc<dyn RepoCatalog>,
     bus: &Addr<EventBus>,
     metrics: &RuntimeMetrics,
+    failpoints: &Failpoints,
     repo: &str,
     settings: &StaleBranches,
     dry_run: bool,
@@ -192,8 +199,9 @@ async fn reap(
         settings.clone(),
         actor.to_string(),
     );
+    let pause = !dry_run && failpoints.fire("reaper-before-delete");
     let branches = tokio::task::spawn_blocking(move || {
-        reap_blocking(&store2, &path, &repo2, &settings2, dry_run, &actor2)
+        reap_blocking(&store2, &path, &repo2, &settings2, dry_run, &actor2, pause)
     })
     .await
     .map_err(|e| format!("reaper task failed: {e}"))??;
@@ -234,6 +242,7 @@ fn reap_blocking(
     settings: &StaleBranches,
     dry_run: bool,
     actor: &str,
+    pause_before_delete: bool,
 ) -> Result<Vec<StaleBranch>, String> {
     let err = |e: gix::Error| format!("repository `{repo_name}`: {e}");
     let repo = gix::open(path).map_err(|e| format!("repository `{repo_name}`: {e}"))?;
@@ -297,6 +306,9 @@ fn reap_blocking(
     }
     if dry_run {
         return Ok(found);
+    }
+    if pause_before_delete {
+        std::thread::sleep(Duration::from_secs(3));
     }
     for branch in &mut found {
         let Ok(tip) = gix::ObjectId::from_hex(branch.tip.as_bytes()) else {
@@ -371,11 +383,12 @@ impl Handler<SetSchedules> for BranchReaper {
 impl Handler<Reap> for BranchReaper {
     type Result = ResponseFuture<Result<Vec<StaleBranch>, String>>;
     fn handle(&mut self, msg: Reap, _ctx: &mut Self::Context) -> Self::Result {
-        let (store, catalog, bus, metrics) = (
+        let (store, catalog, bus, metrics, failpoints) = (
             self.store.clone(),
             self.catalog.clone(),
             self.bus.clone(),
             self.metrics.clone(),
+            self.failpoints.clone(),
         );
         Box::pin(async move {
             reap(
@@ -383,6 +396,7 @@ impl Handler<Reap> for BranchReaper {
                 &catalog,
                 &bus,
                 &metrics,
+                &failpoints,
                 &msg.repo,
                 &msg.settings,
                 msg.dry_run,
@@ -397,11 +411,12 @@ impl Handler<Reap> for BranchReaper {
 impl Handler<RunAction> for BranchReaper {
     type Result = ResponseFuture<()>;
     fn handle(&mut self, msg: RunAction, _ctx: &mut Self::Context) -> Self::Result {
-        let (store, catalog, bus, metrics) = (
+        let (store, catalog, bus, metrics, failpoints) = (
             self.store.clone(),
             self.catalog.clone(),
             self.bus.clone(),
             self.metrics.clone(),
+            self.failpoints.clone(),
         );
         Box::pin(async move {
             let Action::DeleteStaleBranches(settings) = &msg.action;
@@ -415,6 +430,7 @@ impl Handler<RunAction> for BranchReaper {
                     &catalog,
                     &bus,
                     &metrics,
+                    &failpoints,
                     repo,
                     settings,
                     false,

@@ -86,6 +86,9 @@ impl RulesEngine {
     }
 
     fn run_batch(&mut self, ctx: &mut Context<Self>) {
+        if self.failpoints.armed("rules-hold") {
+            return;
+        }
         if self.busy {
             self.again = true;
             return;

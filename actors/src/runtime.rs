@@ -74,7 +74,10 @@ impl Runtime {
                 from: deps.notify.from.clone(),
             };
             let settings = deps.notify;
-            Supervisor::start(move |_| Notifier::new(store, settings, channels, bus, metrics))
+            let failpoints = failpoints.clone();
+            Supervisor::start(move |_| {
+                Notifier::new(store, settings, channels, bus, metrics, failpoints)
+            })
         };
         let reaper = {
             let (store, catalog, bus, metrics) = (
@@ -83,7 +86,8 @@ impl Runtime {
                 bus.clone(),
                 metrics.clone(),
             );
-            Supervisor::start(move |_| BranchReaper::new(store, catalog, bus, metrics))
+            let failpoints = failpoints.clone();
+            Supervisor::start(move |_| BranchReaper::new(store, catalog, bus, metrics, failpoints))
         };
         let rules = {
             let (store, metrics) = (deps.store.clone(), metrics.clone());

@@ -230,6 +230,8 @@ pub struct Options {
     pub key_kind: Option<&'static str>,
     /// Leave access.yaml as `slipway init` wrote it (admin only) instead of the team.
     pub init_only: bool,
+    /// Extra environment for the first start (e.g. failpoints).
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Server {
@@ -275,7 +277,8 @@ impl Server {
             log,
             dir,
         };
-        server.spawn();
+        let env: Vec<(&str, &str)> = options.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        server.spawn_env(&env);
         if !options.init_only {
             let yaml = team_access_yaml(&server.admin, &server.alice, &server.bob);
             server.set_access(&yaml).ok();
@@ -285,6 +288,11 @@ impl Server {
 
     /// Starts the server process and waits for its "listening" line.
     pub fn spawn(&mut self) {
+        self.spawn_env(&[]);
+    }
+
+    /// Like [`Server::spawn`], with extra environment (e.g. `SLIPWAY_FAILPOINTS`).
+    pub fn spawn_env(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -300,7 +308,8 @@ impl Server {
                 "--http-listen",
                 "127.0.0.1:0",
             ])
-            .env("RUST_LOG", "info,slipway=debug")
+            .env("RUST_LOG", "info,slipway=debug,slipway_actors=debug")
+            .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

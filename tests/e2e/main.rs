@@ -6,6 +6,7 @@
 //! and `mallory` (a key slipway does not know).
 
 mod harness;
+mod peers;
 
 mod access;
 mod admin_config;
@@ -13,7 +14,10 @@ mod audit;
 mod auth;
 mod bad_input;
 mod cli;
+mod events;
 mod git_transport;
 mod limits;
 mod metrics;
+mod notify;
 mod repos;
+mod stale_branches;

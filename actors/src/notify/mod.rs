@@ -17,6 +17,7 @@ pub use mail::Mailer;
 
 use crate::bus::{EventBus, Publish};
 use crate::config::settings::{NotifySettings, WebhookSettings};
+use crate::failpoints::Failpoints;
 use crate::metrics::RuntimeMetrics;
 use crate::secrets::MasterKey;
 use crate::store::{Delivery, NewEvent, Store};
@@ -61,6 +62,7 @@ pub struct Notifier {
     channels: Arc<Channels>,
     bus: Addr<EventBus>,
     metrics: RuntimeMetrics,
+    failpoints: Failpoints,
     in_flight: HashSet<i64>,
     polling: bool,
 }
@@ -73,6 +75,7 @@ impl Notifier {
         channels: Channels,
         bus: Addr<EventBus>,
         metrics: RuntimeMetrics,
+        failpoints: Failpoints,
     ) -> Notifier {
         Notifier {
             store,
@@ -80,6 +83,7 @@ impl Notifier {
             channels: Arc::new(channels),
             bus,
             metrics,
+            failpoints,
             in_flight: HashSet::new(),
             polling: false,
         }
@@ -127,6 +131,7 @@ impl Notifier {
         let settings = self.settings.clone();
         let bus = self.bus.clone();
         let metrics = self.metrics.clone();
+        let failpoints = self.failpoints.clone();
         let id = delivery.id;
         let job = async move {
             let outcome = match delivery.delivery.kind.as_str() {
@@ -134,6 +139,10 @@ impl Notifier {
                 "webhook" => webhook::send(&channels, &delivery).await,
                 other => Outcome::Permanent(format!("unknown delivery kind `{other}`")),
             };
+            if matches!(outcome, Outcome::Sent) && failpoints.fire("notify-abort-after-send") {
+                tracing::error!(delivery = id, "failpoint notify-abort-after-send: aborting");
+                std::process::abort();
+            }
             record(&store, &settings, &bus, &metrics, &delivery, outcome).await;
         };
         ctx.spawn(job.into_actor(self).map(move |(), act, ctx| {

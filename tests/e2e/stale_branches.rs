@@ -1,0 +1,1 @@
+//! (tests for stale_branches)
