@@ -5,7 +5,8 @@
 //! `merged-only`, its tip is reachable from the default branch. The default branch and
 //! `keep` patterns are never deleted. Deletion is compare-and-swap on the tip that was
 //! judged stale: a branch pushed to meanwhile is left alone. Every deletion is an event
-//! (`git/ref-deleted`, actor `slipway`) and an audit line.
+//! (`git/ref-deleted`; its actor is the user who ran `branch reap`, or `rule:NAME` for a
+//! rule) and an audit line.
 
 use std::path::PathBuf;
 use std::sync::Arc;

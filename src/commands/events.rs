@@ -116,22 +116,6 @@ pub async fn run(ctx: &CommandContext<'_>, args: Args, out: Out<'_>) -> Result<(
         }
     }
     let limit = args.limit.clamp(1, 10_000);
-    // Without --since, start far enough back to show the newest `limit` events.
-    let after = match args.since {
-        Some(id) => id,
-        None => {
-            let store = ctx.state.store.clone();
-            let last = tokio::task::spawn_blocking(move || store.last_event_id())
-                .await
-                .map_err(|e| CommandError::internal("reading events", e))?
-                .map_err(|e| CommandError::internal("reading events", e))?;
-            if args.repo.is_some() || args.kind.is_some() {
-                0
-            } else {
-                (last - limit as i64).max(0)
-            }
-        }
-    };
     let filter = |after: i64, limit: usize| EventFilter {
         repo: args.repo.clone(),
         kind: args.kind.clone(),
@@ -139,12 +123,57 @@ pub async fn run(ctx: &CommandContext<'_>, args: Args, out: Out<'_>) -> Result<(
         limit,
     };
     let mut follow = ctx.state.runtime.follow();
-    let mut events = fetch(ctx, filter(after, 100_000)).await?;
-    if args.since.is_none() && events.len() > limit {
-        events.drain(..events.len() - limit);
-    }
-    let mut last = events.last().map(|e| e.id).unwrap_or(after);
-    let shown: Vec<&Event> = events.iter().filter(|e| visible(ctx, e)).collect();
+    // `--limit` counts events this user may see: page through the log, filtering as we go.
+    let (shown, mut last) = match args.since {
+        Some(since) => {
+            let (mut shown, mut scanned) = (Vec::new(), since);
+            loop {
+                let page = fetch(ctx, filter(scanned, 1000)).await?;
+                let Some(end) = page.last().map(|e| e.id) else {
+                    break;
+                };
+                for e in page {
+                    if shown.len() < limit && visible(ctx, &e) {
+                        scanned = e.id;
+                        shown.push(e);
+                    } else if shown.len() >= limit {
+                        break;
+                    } else {
+                        scanned = e.id;
+                    }
+                }
+                if shown.len() >= limit || scanned < end {
+                    break;
+                }
+            }
+            (shown, scanned)
+        }
+        None => {
+            let store = ctx.state.store.clone();
+            let newest = tokio::task::spawn_blocking(move || store.last_event_id())
+                .await
+                .map_err(|e| CommandError::internal("reading events", e))?
+                .map_err(|e| CommandError::internal("reading events", e))?;
+            let (mut shown, mut before) = (Vec::new(), newest + 1);
+            while shown.len() < limit {
+                let store = ctx.state.store.clone();
+                let page_filter = filter(0, 1000);
+                let page =
+                    tokio::task::spawn_blocking(move || store.events_before(&page_filter, before))
+                        .await
+                        .map_err(|e| CommandError::internal("reading events", e))?
+                        .map_err(|e| CommandError::internal("reading events", e))?;
+                let Some(oldest) = page.last().map(|e| e.id) else {
+                    break;
+                };
+                before = oldest;
+                shown.extend(page.into_iter().filter(|e| visible(ctx, e)));
+            }
+            shown.truncate(limit);
+            shown.reverse();
+            (shown, newest)
+        }
+    };
     if !args.follow {
         let text = if args.json {
             serde_json::to_string_pretty(&shown)
@@ -163,7 +192,7 @@ pub async fn run(ctx: &CommandContext<'_>, args: Args, out: Out<'_>) -> Result<(
             line(e)
         }
     };
-    for e in shown {
+    for e in &shown {
         if out.write_all(write(e).as_bytes()).await.is_err() {
             return Ok(());
         }

@@ -28,7 +28,8 @@ class Sink:
             return "451 4.3.0 Try again later"
         self.count += 1
         raw = envelope.original_content or envelope.content
-        message_id = email.message_from_bytes(raw).get("Message-ID", "-")
+        # Long headers arrive folded; keep the id on one line.
+        message_id = " ".join(str(email.message_from_bytes(raw).get("Message-ID", "-")).split())
         path = os.path.join(self.directory, f"{time.time_ns()}-{self.count}.eml")
         with open(path + ".tmp", "wb") as f:
             f.write(raw)

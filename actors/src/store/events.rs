@@ -103,22 +103,38 @@ impl Store {
         args.push(&limit);
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(args.as_slice(), |r| {
-            let detail: String = r.get(8)?;
-            Ok(Event {
-                id: r.get(0)?,
-                time: r.get(1)?,
-                event: NewEvent {
-                    source: r.get(2)?,
-                    kind: r.get(3)?,
-                    actor: r.get(4)?,
-                    repo: r.get(5)?,
-                    refname: r.get(6)?,
-                    state: r.get(7)?,
-                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
-                },
-            })
-        })?;
+        let rows = stmt.query_map(args.as_slice(), row_to_event)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Events matching `filter`'s repo and type with an id below `before`, newest first.
+    pub fn events_before(
+        &self,
+        filter: &EventFilter,
+        before: i64,
+    ) -> Result<Vec<Event>, StoreError> {
+        let mut sql = String::from(
+            "SELECT id, time, source, type, actor, repo, refname, state, detail FROM events WHERE id < ?",
+        );
+        let mut args: Vec<&dyn ToSql> = vec![&before];
+        if let Some(repo) = &filter.repo {
+            sql.push_str(" AND repo = ?");
+            args.push(repo);
+        }
+        if let Some(kind) = &filter.kind {
+            sql.push_str(" AND type = ?");
+            args.push(kind);
+        }
+        let limit = if filter.limit == 0 {
+            1000
+        } else {
+            filter.limit
+        } as i64;
+        sql.push_str(" ORDER BY id DESC LIMIT ?");
+        args.push(&limit);
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(args.as_slice(), row_to_event)?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
@@ -166,4 +182,21 @@ impl Store {
         )?;
         Ok(())
     }
+}
+
+fn row_to_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+    let detail: String = r.get(8)?;
+    Ok(Event {
+        id: r.get(0)?,
+        time: r.get(1)?,
+        event: NewEvent {
+            source: r.get(2)?,
+            kind: r.get(3)?,
+            actor: r.get(4)?,
+            repo: r.get(5)?,
+            refname: r.get(6)?,
+            state: r.get(7)?,
+            detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+        },
+    })
 }
