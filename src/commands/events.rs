@@ -180,7 +180,7 @@ pub async fn run(ctx: &CommandContext<'_>, args: Args, out: Out<'_>) -> Result<(
                 .map_err(|e| CommandError::internal("encoding JSON", e))?
                 + "\n"
         } else {
-            shown.iter().map(|e| line(e)).collect()
+            shown.iter().map(line).collect()
         };
         let _ = out.write_all(text.as_bytes()).await;
         return Ok(());
