@@ -4,8 +4,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lettre::message::header::ContentType;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::Message;
 
 use super::{Channels, Outcome};
 use crate::config::settings::{SmtpSettings, SmtpTls};
@@ -14,35 +16,150 @@ use crate::store::Delivery;
 /// Where mail goes.
 pub enum Mailer {
     /// An SMTP server.
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Smtp(SmtpClient),
     /// `.eml` files in this directory (the embedded default).
     Files(PathBuf),
 }
 
 impl Mailer {
-    /// The SMTP transport for `settings`, or files under `dir` without settings.
+    /// The SMTP client for `settings`, or files under `dir` without settings.
     pub fn new(settings: Option<&SmtpSettings>, dir: PathBuf) -> Result<Mailer, String> {
         let Some(s) = settings else {
             return Ok(Mailer::Files(dir));
         };
-        let builder = match s.tls {
-            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host)
-                .port(s.port.unwrap_or(25)),
-            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&s.host)
-                .map_err(|e| format!("smtp.host `{}`: {e}", s.host))?
-                .port(s.port.unwrap_or(587)),
-            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&s.host)
-                .map_err(|e| format!("smtp.host `{}`: {e}", s.host))?
-                .port(s.port.unwrap_or(465)),
+        if s.username.is_some() != s.password.is_some() {
+            return Err("smtp: give both username and password, or neither".into());
+        }
+        if s.host.is_empty() {
+            return Err("smtp.host is empty".into());
+        }
+        Ok(Mailer::Smtp(SmtpClient {
+            settings: s.clone(),
+            idle: tokio::sync::Mutex::new(Vec::new()),
+        }))
+    }
+}
+
+/// Connections to the SMTP server, kept open between messages.
+///
+/// lettre's own transport writes a message's body and its final `.` separately and then
+/// waits for the answer; with Nagle's algorithm on, that costs a delayed-ACK round (about
+/// 40 ms) per message. These connections are opened by slipway with `TCP_NODELAY` and
+/// handed to lettre, which still speaks the protocol (EHLO, STARTTLS, AUTH, DATA).
+pub struct SmtpClient {
+    settings: SmtpSettings,
+    idle: tokio::sync::Mutex<Vec<AsyncSmtpConnection>>,
+}
+
+/// A permanent (5xx) answer gives up; anything else is worth another try.
+fn classify(e: lettre::transport::smtp::Error) -> Outcome {
+    if e.is_permanent() {
+        Outcome::Permanent(format!("SMTP refused: {e}"))
+    } else {
+        Outcome::Retry(format!("SMTP: {e}"))
+    }
+}
+
+/// Idle connections kept for reuse.
+const POOL: usize = 4;
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+impl SmtpClient {
+    fn port(&self) -> u16 {
+        self.settings.port.unwrap_or(match self.settings.tls {
+            SmtpTls::None => 25,
+            SmtpTls::Starttls => 587,
+            SmtpTls::Tls => 465,
+        })
+    }
+
+    async fn connect(&self) -> Result<AsyncSmtpConnection, Outcome> {
+        let s = &self.settings;
+        let hello = ClientId::default();
+        let addr = (s.host.as_str(), self.port());
+        let mut conn = if s.tls == SmtpTls::Tls {
+            let tls = TlsParameters::new(s.host.clone()).map_err(classify)?;
+            AsyncSmtpConnection::connect_tokio1(addr, Some(TIMEOUT), &hello, Some(tls), None)
+                .await
+                .map_err(classify)?
+        } else {
+            let tcp =
+                match tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+                    Ok(Ok(tcp)) => tcp,
+                    Ok(Err(e)) => {
+                        return Err(Outcome::Retry(format!(
+                            "SMTP: cannot connect to {}:{}: {e}",
+                            s.host,
+                            self.port()
+                        )))
+                    }
+                    Err(_) => {
+                        return Err(Outcome::Retry(format!(
+                            "SMTP: connecting to {}:{} timed out",
+                            s.host,
+                            self.port()
+                        )))
+                    }
+                };
+            let _ = tcp.set_nodelay(true);
+            let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello)
+                .await
+                .map_err(classify)?;
+            if s.tls == SmtpTls::Starttls {
+                let tls = TlsParameters::new(s.host.clone()).map_err(classify)?;
+                conn.starttls(tls, &hello).await.map_err(classify)?;
+            }
+            conn
         };
-        let builder = match (&s.username, &s.password) {
-            (Some(u), Some(p)) => builder.credentials(Credentials::new(u.clone(), p.clone())),
-            (None, None) => builder,
-            _ => return Err("smtp: give both username and password, or neither".into()),
+        if let (Some(u), Some(p)) = (&s.username, &s.password) {
+            conn.auth(
+                &[Mechanism::Plain, Mechanism::Login],
+                &Credentials::new(u.clone(), p.clone()),
+            )
+            .await
+            .map_err(classify)?;
+        }
+        Ok(conn)
+    }
+
+    /// Sends `message`, on an idle connection when one is still good.
+    pub async fn send(&self, message: &Message) -> Outcome {
+        let envelope = message.envelope().clone();
+        let bytes = message.formatted();
+        let reused = self.idle.lock().await.pop();
+        if let Some(mut conn) = reused {
+            if let Ok(sent) = tokio::time::timeout(TIMEOUT, conn.send(&envelope, &bytes)).await {
+                match sent {
+                    Ok(_) => {
+                        self.keep(conn).await;
+                        return Outcome::Sent;
+                    }
+                    // The server answered: that answer stands.
+                    Err(e) if e.is_permanent() || e.is_transient() => return classify(e),
+                    // The connection broke while idle: try a fresh one below.
+                    Err(_) => {}
+                }
+            }
+        }
+        let mut conn = match self.connect().await {
+            Ok(c) => c,
+            Err(outcome) => return outcome,
         };
-        Ok(Mailer::Smtp(
-            builder.timeout(Some(Duration::from_secs(20))).build(),
-        ))
+        match tokio::time::timeout(TIMEOUT, conn.send(&envelope, &bytes)).await {
+            Ok(Ok(_)) => {
+                self.keep(conn).await;
+                Outcome::Sent
+            }
+            Ok(Err(e)) => classify(e),
+            Err(_) => Outcome::Retry("SMTP: the server took too long to answer".into()),
+        }
+    }
+
+    async fn keep(&self, conn: AsyncSmtpConnection) {
+        let mut idle = self.idle.lock().await;
+        if idle.len() < POOL && !conn.has_broken() {
+            idle.push(conn);
+        }
     }
 }
 
@@ -76,11 +193,7 @@ pub async fn send(channels: &Channels, d: &Delivery) -> Outcome {
         Err(e) => return Outcome::Permanent(e),
     };
     match &channels.mailer {
-        Mailer::Smtp(transport) => match transport.send(message).await {
-            Ok(_) => Outcome::Sent,
-            Err(e) if e.is_permanent() => Outcome::Permanent(format!("SMTP refused: {e}")),
-            Err(e) => Outcome::Retry(format!("SMTP: {e}")),
-        },
+        Mailer::Smtp(client) => client.send(&message).await,
         Mailer::Files(dir) => {
             let dir = dir.clone();
             let name = format!("{:010}.eml", d.id);
