@@ -59,4 +59,23 @@ mod tests {
         let text = include_str!("../../etc/access.yaml");
         crate::access::parse_access_yaml("etc/access.yaml", text).unwrap();
     }
+
+    #[test]
+    fn example_rules_yaml_parses_against_the_example_users() {
+        use slipway_actors::config::rules::{parse_rules_yaml, RulesContext};
+        let access =
+            crate::access::parse_access_yaml("etc/access.yaml", include_str!("../../etc/access.yaml"))
+                .unwrap();
+        let context = RulesContext {
+            users: access
+                .users
+                .iter()
+                .map(|(n, u)| (n.clone(), u.email.is_some()))
+                .collect(),
+        };
+        let rules =
+            parse_rules_yaml("etc/rules.yaml", include_str!("../../etc/rules.yaml"), &context)
+                .unwrap();
+        assert_eq!(rules.rules.len(), 3);
+    }
 }
