@@ -195,3 +195,24 @@ fn sigterm_stops_the_server_cleanly() {
     );
     assert!(s.log_text().contains("stopped"), "{}", s.log_text());
 }
+
+#[test]
+fn a_second_server_on_the_same_data_directory_is_refused() {
+    let s = Server::start();
+    run(Command::new(SLIPWAY)
+        .args([
+            "serve",
+            "--ssh-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
+        .arg(&s.data))
+    .fails()
+    .says("another slipway server is already serving");
+    // The first one is untouched: its hook socket still works for pushes.
+    let work = s.local_repo(&s.alice, "w");
+    s.git(&s.alice, &work, &["push", &s.url("app-lock"), "main"])
+        .ok();
+}
