@@ -82,29 +82,7 @@ impl Store {
 
     /// Events matching `filter`, oldest first.
     pub fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
-        let mut sql = String::from(
-            "SELECT id, time, source, type, actor, repo, refname, state, detail FROM events WHERE id > ?",
-        );
-        let mut args: Vec<&dyn ToSql> = vec![&filter.after];
-        if let Some(repo) = &filter.repo {
-            sql.push_str(" AND repo = ?");
-            args.push(repo);
-        }
-        if let Some(kind) = &filter.kind {
-            sql.push_str(" AND type = ?");
-            args.push(kind);
-        }
-        let limit = if filter.limit == 0 {
-            1000
-        } else {
-            filter.limit
-        } as i64;
-        sql.push_str(" ORDER BY id LIMIT ?");
-        args.push(&limit);
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(args.as_slice(), row_to_event)?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        self.query_events(filter, "id > ?", filter.after, "ORDER BY id")
     }
 
     /// Events matching `filter`'s repo and type with an id below `before`, newest first.
@@ -113,10 +91,20 @@ impl Store {
         filter: &EventFilter,
         before: i64,
     ) -> Result<Vec<Event>, StoreError> {
-        let mut sql = String::from(
-            "SELECT id, time, source, type, actor, repo, refname, state, detail FROM events WHERE id < ?",
+        self.query_events(filter, "id < ?", before, "ORDER BY id DESC")
+    }
+
+    fn query_events(
+        &self,
+        filter: &EventFilter,
+        bound: &str,
+        id: i64,
+        order: &str,
+    ) -> Result<Vec<Event>, StoreError> {
+        let mut sql = format!(
+            "SELECT id, time, source, type, actor, repo, refname, state, detail FROM events WHERE {bound}"
         );
-        let mut args: Vec<&dyn ToSql> = vec![&before];
+        let mut args: Vec<&dyn ToSql> = vec![&id];
         if let Some(repo) = &filter.repo {
             sql.push_str(" AND repo = ?");
             args.push(repo);
@@ -130,7 +118,7 @@ impl Store {
         } else {
             filter.limit
         } as i64;
-        sql.push_str(" ORDER BY id DESC LIMIT ?");
+        sql.push_str(&format!(" {order} LIMIT ?"));
         args.push(&limit);
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(&sql)?;
