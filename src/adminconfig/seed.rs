@@ -63,9 +63,11 @@ mod tests {
     #[test]
     fn example_rules_yaml_parses_against_the_example_users() {
         use slipway_actors::config::rules::{parse_rules_yaml, RulesContext};
-        let access =
-            crate::access::parse_access_yaml("etc/access.yaml", include_str!("../../etc/access.yaml"))
-                .unwrap();
+        let access = crate::access::parse_access_yaml(
+            "etc/access.yaml",
+            include_str!("../../etc/access.yaml"),
+        )
+        .unwrap();
         let context = RulesContext {
             users: access
                 .users
@@ -73,9 +75,12 @@ mod tests {
                 .map(|(n, u)| (n.clone(), u.email.is_some()))
                 .collect(),
         };
-        let rules =
-            parse_rules_yaml("etc/rules.yaml", include_str!("../../etc/rules.yaml"), &context)
-                .unwrap();
+        let rules = parse_rules_yaml(
+            "etc/rules.yaml",
+            include_str!("../../etc/rules.yaml"),
+            &context,
+        )
+        .unwrap();
         assert_eq!(rules.rules.len(), 3);
     }
 }
