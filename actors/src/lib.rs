@@ -13,6 +13,7 @@
 //! crate through messages and the store's API.
 #![deny(missing_docs)]
 
+pub mod build;
 pub mod bus;
 pub mod compose;
 pub mod config;

@@ -1,0 +1,19 @@
+//! Builds: the `buildspec.yml` engine and its executors.
+//!
+//! - [`spec`]: parsing and validating buildspec version 0.2.
+//! - [`engine`]: the phases with CodeBuild's transitions (a failed install or pre_build
+//!   goes to finalizing; a failed build still runs post_build; `on-failure` overrides),
+//!   `finally`, exported variables, secret masking, timeouts and stops.
+//! - [`shell`]: the local executor. Each command runs in its own shell process; the
+//!   working directory and the environment are carried from command to command and
+//!   phase to phase through a state directory, as CodeBuild does.
+
+pub mod engine;
+pub mod shell;
+pub mod spec;
+
+pub use engine::{run_build, BuildContext, BuildReport, BuildStatus, LogSink, PhaseReport};
+pub use spec::{parse_buildspec, BuildSpec};
+
+#[cfg(test)]
+mod tests;

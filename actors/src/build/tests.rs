@@ -1,0 +1,206 @@
+//! The engine against real shells: CodeBuild's transitions and state carry-over.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+
+#[derive(Default)]
+struct Lines(Vec<String>);
+impl LogSink for Lines {
+    fn line(&mut self, text: &str) {
+        self.0.push(text.to_string());
+    }
+}
+
+struct Run {
+    report: BuildReport,
+    log: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Run {
+    fn has(&self, line: &str) -> bool {
+        self.log.iter().any(|l| l == line)
+    }
+    fn phases(&self) -> Vec<(String, BuildStatus)> {
+        self.report
+            .phases
+            .iter()
+            .map(|p| (p.name.clone(), p.status))
+            .collect()
+    }
+}
+
+async fn build_with(
+    yaml: &str,
+    timeout: Duration,
+    secrets: Vec<String>,
+    stop: CancellationToken,
+) -> Run {
+    let spec = parse_buildspec("buildspec.yml", yaml).expect("valid buildspec");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    let ctx = BuildContext {
+        src_dir: src,
+        state_dir: dir.path().join("state"),
+        env: vec![
+            ("CODEBUILD_BUILD_ID".into(), "demo:1".into()),
+            ("TOKEN".into(), "hunter2".into()),
+        ],
+        secrets,
+        timeout,
+    };
+    let mut log = Lines::default();
+    let report = run_build(&spec, &ctx, &mut log, stop).await;
+    Run {
+        report,
+        log: log.0,
+        _dir: dir,
+    }
+}
+
+async fn build(yaml: &str) -> Run {
+    build_with(
+        yaml,
+        Duration::from_secs(60),
+        Vec::new(),
+        CancellationToken::new(),
+    )
+    .await
+}
+
+use BuildStatus::*;
+
+fn s(v: &[(&str, BuildStatus)]) -> Vec<(String, BuildStatus)> {
+    v.iter().map(|(n, st)| (n.to_string(), *st)).collect()
+}
+
+#[tokio::test]
+async fn a_failed_install_goes_straight_to_finalizing() {
+    let r = build("version: 0.2\nphases:\n  install: { commands: [\"false\"] }\n  pre_build: { commands: [\"echo pre\"] }\n  build: { commands: [\"echo build\"] }\n  post_build: { commands: [\"echo post\"] }\n").await;
+    assert_eq!(r.report.status, Failed);
+    assert_eq!(r.phases(), s(&[("INSTALL", Failed)]));
+    assert!(!r.has("pre"));
+}
+
+#[tokio::test]
+async fn a_failed_build_still_runs_post_build_which_sees_it() {
+    let r = build("version: 0.2\nphases:\n  build: { commands: [\"exit 3\", \"echo never\"], finally: [\"echo finally ran\"] }\n  post_build: { commands: [\"echo succeeding=$CODEBUILD_BUILD_SUCCEEDING\"] }\n").await;
+    assert_eq!(r.report.status, Failed);
+    assert_eq!(
+        r.phases(),
+        s(&[("BUILD", Failed), ("POST_BUILD", Succeeded)])
+    );
+    assert!(
+        r.has("[slipway] Command did not exit successfully exit 3 exit status 3"),
+        "{:?}",
+        r.log
+    );
+    assert!(!r.has("never"), "commands after a failure are skipped");
+    assert!(r.has("finally ran"));
+    assert!(r.has("succeeding=0"));
+}
+
+#[tokio::test]
+async fn on_failure_overrides_the_default_transitions() {
+    let r = build("version: 0.2\nphases:\n  pre_build: { on-failure: CONTINUE, commands: [\"false\"] }\n  build: { commands: [\"echo build ran\"] }\n").await;
+    assert_eq!(
+        r.phases(),
+        s(&[("PRE_BUILD", Failed), ("BUILD", Succeeded)])
+    );
+    assert_eq!(
+        r.report.status, Failed,
+        "CONTINUE does not make the build pass"
+    );
+    let r = build("version: 0.2\nphases:\n  build: { on-failure: ABORT, commands: [\"false\"] }\n  post_build: { commands: [\"echo post\"] }\n").await;
+    assert_eq!(r.phases(), s(&[("BUILD", Failed)]));
+    assert!(!r.has("post"));
+}
+
+#[tokio::test]
+async fn directory_and_variables_carry_over_and_are_exported() {
+    let r = build(concat!(
+        "version: 0.2\n",
+        "env:\n  variables: { GREETING: \"hello world\" }\n  exported-variables: [IMAGE_TAG, GREETING]\n",
+        "phases:\n",
+        "  install: { commands: [\"cd sub\", \"IMAGE_TAG=v1\", \"export OTHER='a b'\"] }\n",
+        "  build: { commands: [\"echo dir=$(basename $PWD) tag=$IMAGE_TAG other=$OTHER id=$CODEBUILD_BUILD_ID\", \"IMAGE_TAG=v2\"] }\n",
+    ))
+    .await;
+    assert_eq!(r.report.status, Succeeded, "{:?}", r.log);
+    assert!(r.has("dir=sub tag=v1 other=a b id=demo:1"), "{:?}", r.log);
+    assert_eq!(
+        r.report.exported,
+        vec![
+            ("IMAGE_TAG".to_string(), "v2".to_string()),
+            ("GREETING".into(), "hello world".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn secrets_are_masked_in_every_line() {
+    let r = build_with(
+        "version: 0.2\nphases:\n  build: { commands: [\"echo token is $TOKEN\", \"echo $TOKEN >&2\"] }\n",
+        Duration::from_secs(60),
+        vec!["hunter2".into()],
+        CancellationToken::new(),
+    )
+    .await;
+    assert!(r.has("token is ***"), "{:?}", r.log);
+    assert!(r.has("***"));
+    assert!(r.log.iter().all(|l| !l.contains("hunter2")), "{:?}", r.log);
+    assert!(r.has("[slipway] Running command echo token is $TOKEN"));
+}
+
+#[tokio::test]
+async fn a_timeout_kills_the_whole_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("survived");
+    let yaml = format!(
+        "version: 0.2\nphases:\n  build: {{ commands: [\"(sleep 3; touch {}) &\", \"sleep 30\"] }}\n  post_build: {{ commands: [\"echo post\"] }}\n",
+        marker.display()
+    );
+    let r = build_with(
+        &yaml,
+        Duration::from_millis(700),
+        Vec::new(),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(r.report.status, TimedOut);
+    assert_eq!(r.phases(), s(&[("BUILD", TimedOut)]));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        !marker.exists(),
+        "the background child was killed with its group"
+    );
+}
+
+#[tokio::test]
+async fn a_stop_ends_the_build() {
+    let stop = CancellationToken::new();
+    let trigger = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        trigger.cancel();
+    });
+    let r = build_with(
+        "version: 0.2\nphases:\n  build: { commands: [\"sleep 30\"] }\n",
+        Duration::from_secs(60),
+        Vec::new(),
+        stop,
+    )
+    .await;
+    assert_eq!(r.report.status, Stopped);
+}
+
+#[tokio::test]
+async fn sh_is_available_as_the_shell() {
+    let r = build("version: 0.2\nenv: { shell: sh }\nphases:\n  build: { commands: [\"cd sub\", \"echo in $(basename $(pwd))\"] }\n").await;
+    assert_eq!(r.report.status, Succeeded, "{:?}", r.log);
+    assert!(r.has("in sub"));
+}
