@@ -51,6 +51,24 @@ enum Command {
         #[arg(long)]
         dev: bool,
     },
+    /// Run ./buildspec.yml here, as the server would (like CodeBuild's local agent).
+    Build {
+        /// Run locally (the only mode today; server builds start with `ssh … build start`).
+        #[arg(long)]
+        local: bool,
+        /// The source directory.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// The buildspec, relative to PATH.
+        #[arg(long, default_value = "buildspec.yml")]
+        buildspec: String,
+        /// NAME=VALUE set for every command (repeatable); also gives parameter-store values.
+        #[arg(long = "env", value_parser = parse_env)]
+        env: Vec<(String, String)>,
+        /// The build's time limit.
+        #[arg(long, default_value = "60m", value_parser = parse_timeout)]
+        timeout: std::time::Duration,
+    },
     /// Validate slipway.yaml and the admin configuration.
     Check {
         /// The data directory.
@@ -130,6 +148,33 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Build {
+            local,
+            path,
+            buildspec,
+            env,
+            timeout,
+        } => {
+            if !local {
+                anyhow::bail!("`slipway build` runs builds locally: add --local (server builds start with `ssh … build start REPO`)");
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let ok = rt.block_on(cli::build_local::build_local(
+                cli::build_local::LocalBuild {
+                    path,
+                    buildspec,
+                    env,
+                    timeout,
+                },
+            ))?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Hook { phase } => match phase.as_str() {
             "pre-receive" => Ok(hook(slipway_hook::wire::Phase::PreReceive)),
             "post-receive" => Ok(hook(slipway_hook::wire::Phase::PostReceive)),
@@ -177,6 +222,18 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` must be NAME=VALUE"))?;
+    slipway_actors::build::spec::check_var_name(k)?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    slipway_actors::config::parse_duration(s)
 }
 
 async fn shutdown_signal() {

@@ -13,6 +13,7 @@ mod admin_config;
 mod audit;
 mod auth;
 mod bad_input;
+mod builds;
 mod cli;
 mod events;
 mod git_transport;

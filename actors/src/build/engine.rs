@@ -157,7 +157,7 @@ pub async fn run_build(
         };
         let mut phase_status = BuildStatus::Succeeded;
         // `commands`, stopping at the first failure, then `finally`, stopping likewise.
-        for (list, label) in [(&phase.commands, "commands"), (&phase.finally, "finally")] {
+        for list in [&phase.commands, &phase.finally] {
             for command in list.iter() {
                 log.line(&format!("[slipway] Running command {command}"));
                 let outcome = shell
@@ -194,7 +194,6 @@ pub async fn run_build(
             ) {
                 break;
             }
-            let _ = label;
         }
         let duration_ms = started.elapsed().as_millis() as u64;
         log.line(&format!(

@@ -134,19 +134,15 @@ struct RawSpec {
 struct Version;
 impl<'de> Deserialize<'de> for Version {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = serde_yaml::Value::deserialize(d)?;
-        let text = match &v {
-            serde_yaml::Value::Number(n) => n.to_string(),
-            serde_yaml::Value::String(s) => s.clone(),
-            _ => String::new(),
-        };
-        if text == "0.2" {
-            Ok(Version)
-        } else {
-            Err(serde::de::Error::custom(format!(
-                "version `{text}` is not supported; slipway runs buildspec version 0.2 (write `version: 0.2`)"
-            )))
-        }
+        checked_str(d, |text| {
+            if text == "0.2" {
+                Ok(Version)
+            } else {
+                Err(format!(
+                    "`{text}` is not supported; slipway runs buildspec version 0.2 (write `version: 0.2`)"
+                ))
+            }
+        })
     }
 }
 
@@ -478,8 +474,9 @@ cache:
     fn other_versions_are_refused_naming_file_and_field() {
         let err = parse_buildspec("buildspec.yml", "version: 0.1\nphases: {}\n").unwrap_err();
         assert_eq!((err.line, err.file.as_str()), (1, "buildspec.yml"));
+        assert_eq!(err.column, 10, "{err}");
         assert!(
-            err.message.contains("version `0.1` is not supported"),
+            err.message.contains("version: `0.1` is not supported"),
             "{err}"
         );
         let err = parse_buildspec("buildspec.yml", "phases: {}\n").unwrap_err();
