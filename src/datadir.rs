@@ -63,6 +63,10 @@ impl DataDir {
     pub fn master_key(&self) -> PathBuf {
         self.keys().join("master.key")
     }
+    /// Build workspaces and logs: `builds/ID/`.
+    pub fn builds(&self) -> PathBuf {
+        self.root.join("builds")
+    }
     /// Mail written as `.eml` files when no SMTP server is configured.
     pub fn mail(&self) -> PathBuf {
         self.root.join("mail")

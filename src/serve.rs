@@ -120,6 +120,7 @@ pub async fn run(
             .map(|(_, d)| d.to_string())
             .unwrap_or_else(|| "slipway.local".into()),
         catalog: Arc::new(crate::state::Catalog(repos.clone())),
+        builds_dir: data.builds(),
     });
     runtime.set_rules(admin.rules.clone(), Arc::new(admin.emails()));
     let state = Arc::new(ServerState {

@@ -65,6 +65,7 @@ fn main() {
         &RulesContext::default(),
     )
     .expect("rules");
+    let dir_path = dir.path().to_path_buf();
     let (stored, consumed, delivered) = actix::System::new().block_on(async move {
         let runtime = Runtime::start(RuntimeDeps {
             store: store.clone(),
@@ -79,6 +80,7 @@ fn main() {
             },
             message_domain: "bench".into(),
             catalog: Arc::new(NoRepos),
+            builds_dir: dir_path.join("builds"),
         });
         runtime.set_rules(Arc::new(rules), Arc::new(Default::default()));
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::broadcast;
 
+use crate::build::builder::{Builder, StartBuild, StopBuild};
 use crate::bus::{EventBus, Publish, Subscribe};
 use crate::compose::ServerInfo;
 use crate::config::rules::RulesConfig;
@@ -20,7 +21,7 @@ use crate::notify::{Channels, Mailer, Notifier};
 use crate::reaper::{BranchReaper, Reap, RepoCatalog, SetSchedules, StaleBranch};
 use crate::rules::{RulesEngine, SetRules};
 use crate::secrets::MasterKey;
-use crate::store::{NewEvent, Store};
+use crate::store::{BuildRow, NewBuild, NewEvent, Store};
 
 /// What the runtime needs from the server.
 pub struct RuntimeDeps {
@@ -42,6 +43,8 @@ pub struct RuntimeDeps {
     pub message_domain: String,
     /// The repositories.
     pub catalog: Arc<dyn RepoCatalog>,
+    /// Build workspaces and logs (`DATA/builds`).
+    pub builds_dir: std::path::PathBuf,
 }
 
 /// Handles to the running actors.
@@ -50,6 +53,8 @@ pub struct Runtime {
     bus: Addr<EventBus>,
     rules: Addr<RulesEngine>,
     reaper: Addr<BranchReaper>,
+    builder: Addr<Builder>,
+    builds_dir: std::path::PathBuf,
     follow: broadcast::Sender<i64>,
     metrics: RuntimeMetrics,
 }
@@ -89,6 +94,7 @@ impl Runtime {
             let failpoints = failpoints.clone();
             Supervisor::start(move |_| BranchReaper::new(store, catalog, bus, metrics, failpoints))
         };
+        let server_for_builds = deps.server.clone();
         let rules = {
             let (store, metrics) = (deps.store.clone(), metrics.clone());
             let (notifier, reaper) = (notifier.clone().recipient(), reaper.clone().recipient());
@@ -97,11 +103,24 @@ impl Runtime {
                 RulesEngine::new(store, server, domain, notifier, reaper, metrics, failpoints)
             })
         };
+        let builder = {
+            let (store, catalog, bus, metrics) = (
+                deps.store.clone(),
+                deps.catalog.clone(),
+                bus.clone(),
+                metrics.clone(),
+            );
+            let (dir, server) = (deps.builds_dir.clone(), server_for_builds);
+            Supervisor::start(move |_| Builder::new(store, catalog, bus, dir, server, metrics))
+        };
         bus.do_send(Subscribe(rules.clone().recipient()));
+        bus.do_send(Subscribe(builder.clone().recipient()));
         Runtime {
             bus,
             rules,
             reaper,
+            builder,
+            builds_dir: deps.builds_dir,
             follow,
             metrics,
         }
@@ -134,6 +153,27 @@ impl Runtime {
             .send(request)
             .await
             .map_err(|e| format!("branch reaper unavailable: {e}"))?
+    }
+
+    /// Queues a build.
+    pub async fn start_build(&self, request: NewBuild) -> Result<BuildRow, String> {
+        self.builder
+            .send(StartBuild(request))
+            .await
+            .map_err(|e| format!("builder unavailable: {e}"))?
+    }
+
+    /// Stops a build; `Ok(false)` when it was not running or queued.
+    pub async fn stop_build(&self, id: i64) -> Result<bool, String> {
+        self.builder
+            .send(StopBuild(id))
+            .await
+            .map_err(|e| format!("builder unavailable: {e}"))?
+    }
+
+    /// Where build `id` writes its log.
+    pub fn build_log(&self, id: i64) -> std::path::PathBuf {
+        Builder::log_path(&self.builds_dir, id)
     }
 
     /// A receiver of the newest event id, for live followers.

@@ -32,6 +32,8 @@ pub const KNOWN_ACTIONS: &[&str] = &[
     "policy:simulate",
     "events:read",
     "branch:reap",
+    "build:start",
+    "build:stop",
     "param:read",
     "param:write",
 ];

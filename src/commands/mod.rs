@@ -6,6 +6,7 @@
 
 mod audit;
 mod branch;
+mod build;
 mod events;
 mod param;
 mod policy;
@@ -143,6 +144,9 @@ enum Command {
     Audit(audit::Args),
     /// Show the event log; --follow streams new events live.
     Events(events::Args),
+    /// Builds of buildspec.yml.
+    #[command(subcommand)]
+    Build(build::BuildCommand),
     /// Branch housekeeping.
     #[command(subcommand)]
     Branch(branch::BranchCommand),
@@ -161,6 +165,7 @@ pub fn metric_name(argv: &[String]) -> &'static str {
         Some("audit") => "audit",
         Some("events") => "events",
         Some("branch") => "branch",
+        Some("build") => "build",
         Some("param") => "param",
         _ => "unknown",
     }
@@ -202,6 +207,7 @@ pub async fn run(ctx: &CommandContext<'_>, argv: Vec<String>, out: Out<'_>, err:
         Command::Audit(args) => audit::run(ctx, args).await,
         Command::Events(args) => events::run(ctx, args, out).await.map(|()| String::new()),
         Command::Branch(cmd) => branch::run(ctx, cmd).await,
+        Command::Build(cmd) => build::run(ctx, cmd, out).await,
         Command::Param(cmd) => param::run(ctx, cmd).await,
     };
     match result {

@@ -211,6 +211,23 @@ impl RepoStore {
             .is_some())
     }
 
+    /// The commit a revision (`main`, `refs/tags/v1`, an id) names, if any.
+    pub fn resolve_commit(
+        &self,
+        name: &RepoName,
+        rev: &str,
+    ) -> Result<Option<String>, RepoStoreError> {
+        let repo = self.open(name)?;
+        let Ok(id) = repo.rev_parse_single(rev) else {
+            return Ok(None);
+        };
+        Ok(id
+            .object()
+            .ok()
+            .and_then(|o| o.peel_to_commit().ok())
+            .map(|c| c.id.to_string()))
+    }
+
     /// All branch names (`refs/heads/…`).
     pub fn branches(&self, name: &RepoName) -> Result<Vec<String>, RepoStoreError> {
         let repo = self.open(name)?;

@@ -8,6 +8,8 @@
 //!   working directory and the environment are carried from command to command and
 //!   phase to phase through a state directory, as CodeBuild does.
 
+pub mod builder;
+pub mod checkout;
 pub mod engine;
 pub mod shell;
 pub mod spec;

@@ -88,6 +88,30 @@ const MIGRATIONS: &[(i64, &str)] = &[
     );
     "#,
     ),
+    (
+        3,
+        r#"
+    CREATE TABLE builds (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        repo      TEXT    NOT NULL,
+        number    INTEGER NOT NULL,         -- per repository
+        commit_id TEXT    NOT NULL,
+        refname   TEXT,
+        prev_id   TEXT,                     -- the ref's previous commit (webhook builds)
+        event_id  INTEGER UNIQUE,           -- the push that triggered it (at most one build each)
+        initiator TEXT    NOT NULL,
+        status    TEXT    NOT NULL,         -- QUEUED | IN_PROGRESS | SUCCEEDED | FAILED | FAULT | TIMED_OUT | STOPPED
+        phases    TEXT    NOT NULL DEFAULT '[]',
+        exported  TEXT    NOT NULL DEFAULT '[]',
+        queued    REAL    NOT NULL,
+        started   REAL,
+        ended     REAL,
+        detail    TEXT
+    );
+    CREATE UNIQUE INDEX builds_repo_number ON builds(repo, number);
+    CREATE INDEX builds_status ON builds(status);
+    "#,
+    ),
 ];
 
 pub(super) fn apply(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {

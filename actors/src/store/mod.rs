@@ -6,6 +6,7 @@
 //! [`migrations`], applied in order at open and recorded in `schema_version`.
 
 mod audit;
+mod builds;
 mod events;
 mod migrations;
 mod outbox;
@@ -15,6 +16,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use audit::{AuditEntry, AuditFilter, AuditKind};
+pub use builds::{BuildRow, NewBuild};
 pub use events::{Event, EventFilter, NewEvent};
 pub use outbox::{Delivery, NewDelivery, OutboxStats};
 pub use params::ParamRow;

@@ -1,0 +1,502 @@
+//! The builder: queues builds (by hand, or for every pushed branch head of a repository
+//! that has a `buildspec.yml` and no `pipeline.yml`), runs them with the engine, keeps
+//! their logs, and publishes their state changes as `build` events.
+//!
+//! Builds interrupted by a server stop are marked FAULT on the next start; queued ones
+//! run. Triggering reads the event log from its own cursor (`builder`), and a push event
+//! queues at most one build, so a crash cannot lose or double a build.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use tokio_util::sync::CancellationToken;
+
+use super::checkout::{checkout, read_file};
+use super::engine::{run_build, BuildContext, BuildStatus, LogSink};
+use super::spec::parse_buildspec;
+use crate::bus::{EventBus, EventsAvailable, Publish};
+use crate::compose::ServerInfo;
+use crate::metrics::RuntimeMetrics;
+use crate::reaper::RepoCatalog;
+use crate::store::{BuildRow, EventFilter, NewBuild, NewEvent, Store};
+
+/// The consumer name (cursor key) of the builder.
+pub const CONSUMER: &str = "builder";
+/// Builds at once.
+const PARALLEL: usize = 2;
+/// A build's time limit until builds.yaml can set one.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// Queue a build; answers the queued build.
+#[derive(Message)]
+#[rtype(result = "Result<BuildRow, String>")]
+pub struct StartBuild(pub NewBuild);
+
+/// Stop a running or queued build; answers whether there was one to stop.
+#[derive(Message)]
+#[rtype(result = "Result<bool, String>")]
+pub struct StopBuild(pub i64);
+
+/// Wakes the builder to start queued builds.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+struct Kick;
+
+/// The builder actor.
+pub struct Builder {
+    store: Store,
+    catalog: Arc<dyn RepoCatalog>,
+    bus: Addr<EventBus>,
+    builds_dir: PathBuf,
+    server: ServerInfo,
+    metrics: RuntimeMetrics,
+    running: HashMap<i64, CancellationToken>,
+    scanning: bool,
+}
+
+impl Builder {
+    /// A builder keeping workspaces and logs under `builds_dir`.
+    pub fn new(
+        store: Store,
+        catalog: Arc<dyn RepoCatalog>,
+        bus: Addr<EventBus>,
+        builds_dir: PathBuf,
+        server: ServerInfo,
+        metrics: RuntimeMetrics,
+    ) -> Builder {
+        Builder {
+            store,
+            catalog,
+            bus,
+            builds_dir,
+            server,
+            metrics,
+            running: HashMap::new(),
+            scanning: false,
+        }
+    }
+
+    /// The log file of build `id`.
+    pub fn log_path(builds_dir: &std::path::Path, id: i64) -> PathBuf {
+        builds_dir.join(id.to_string()).join("build.log")
+    }
+
+    fn kick(&mut self, ctx: &mut Context<Self>) {
+        if self.running.len() >= PARALLEL {
+            return;
+        }
+        let queued = match self.store.builds_with_status("QUEUED") {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the build queue");
+                return;
+            }
+        };
+        for build in queued {
+            if self.running.len() >= PARALLEL {
+                break;
+            }
+            if self.running.contains_key(&build.id) {
+                continue;
+            }
+            let stop = CancellationToken::new();
+            self.running.insert(build.id, stop.clone());
+            let id = build.id;
+            let job = run_one(
+                build,
+                self.store.clone(),
+                self.catalog.clone(),
+                self.bus.clone(),
+                self.builds_dir.clone(),
+                self.server.clone(),
+                stop,
+            );
+            ctx.spawn(job.into_actor(self).map(move |(), act, ctx| {
+                act.running.remove(&id);
+                act.kick(ctx);
+            }));
+        }
+    }
+
+    /// Queues builds for new push events (branch heads with a buildspec and no pipeline).
+    fn scan_events(&mut self, ctx: &mut Context<Self>) {
+        if self.scanning {
+            return;
+        }
+        self.scanning = true;
+        let (store, catalog) = (self.store.clone(), self.catalog.clone());
+        let job = tokio::task::spawn_blocking(move || -> Result<usize, String> {
+            let cursor = store.cursor(CONSUMER, 0).map_err(|e| e.to_string())?;
+            let events = store
+                .events(&EventFilter {
+                    after: cursor,
+                    limit: 500,
+                    ..Default::default()
+                })
+                .map_err(|e| e.to_string())?;
+            let mut queued = 0;
+            for e in &events {
+                let ev = &e.event;
+                let (Some(repo), Some(refname)) = (&ev.repo, &ev.refname) else {
+                    continue;
+                };
+                let Some(new) = ev.detail["new"].as_str() else {
+                    continue;
+                };
+                if ev.source != "git" || ev.kind != "push" || !refname.starts_with("refs/heads/") {
+                    continue;
+                }
+                let Some(path) = catalog.path(repo) else {
+                    continue;
+                };
+                let has = |file: &str| read_file(&path, new, file).ok().flatten().is_some();
+                if !has("buildspec.yml") || has("pipeline.yml") {
+                    continue;
+                }
+                let request = NewBuild {
+                    repo: repo.clone(),
+                    commit: new.to_string(),
+                    refname: Some(refname.clone()),
+                    prev_commit: ev.detail["old"].as_str().map(str::to_string),
+                    event_id: Some(e.id),
+                    initiator: ev.actor.clone().unwrap_or_else(|| "push".into()),
+                };
+                if store
+                    .build_queue(&request)
+                    .map_err(|e| e.to_string())?
+                    .is_some()
+                {
+                    queued += 1;
+                }
+            }
+            if let Some(last) = events.last() {
+                store
+                    .advance_cursor(CONSUMER, last.id)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(queued)
+        });
+        ctx.spawn(job.into_actor(self).map(|result, act, ctx| {
+            act.scanning = false;
+            match result {
+                Ok(Ok(n)) if n > 0 => act.kick(ctx),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "cannot queue builds for pushes"),
+                Err(e) => tracing::error!(error = %e, "build trigger task failed"),
+            }
+        }));
+    }
+}
+
+/// Appends masked lines to the build log.
+struct FileLog(std::io::BufWriter<std::fs::File>);
+impl LogSink for FileLog {
+    fn line(&mut self, text: &str) {
+        let _ = writeln!(self.0, "{text}");
+        let _ = self.0.flush();
+    }
+}
+
+fn unix_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+async fn publish_state(
+    bus: &Addr<EventBus>,
+    build: &BuildRow,
+    state: &str,
+    detail: serde_json::Value,
+) {
+    let event = NewEvent {
+        source: "build".into(),
+        kind: "build-state-change".into(),
+        actor: Some(build.initiator.clone()),
+        repo: Some(build.repo.clone()),
+        refname: build.refname.clone(),
+        state: Some(state.into()),
+        detail: serde_json::json!({
+            "build_id": build.id,
+            "build_number": build.number,
+            "commit": build.commit,
+            "detail": detail,
+        }),
+    };
+    if let Err(e) = bus.send(Publish(vec![event])).await {
+        tracing::error!(error = %e, "cannot publish a build event");
+    }
+}
+
+async fn run_one(
+    build: BuildRow,
+    store: Store,
+    catalog: Arc<dyn RepoCatalog>,
+    bus: Addr<EventBus>,
+    builds_dir: PathBuf,
+    server: ServerInfo,
+    stop: CancellationToken,
+) {
+    let id = build.id;
+    let dir = builds_dir.join(id.to_string());
+    let finish = |status: BuildStatus,
+                  phases: serde_json::Value,
+                  exported: serde_json::Value,
+                  detail: Option<String>| {
+        let store = store.clone();
+        let bus = bus.clone();
+        let build = build.clone();
+        async move {
+            let s = status.as_str();
+            let d = detail.clone();
+            let (p, x) = (phases.clone(), exported.clone());
+            let st = store.clone();
+            let _ =
+                tokio::task::spawn_blocking(move || st.build_finished(id, s, &p, &x, d.as_deref()))
+                    .await;
+            publish_state(
+                &bus,
+                &build,
+                s,
+                serde_json::json!({ "phases": phases, "exported": exported, "reason": detail }),
+            )
+            .await;
+            tracing::info!(build = id, repo = %build.repo, status = s, "build finished");
+        }
+    };
+    {
+        let st = store.clone();
+        let _ = tokio::task::spawn_blocking(move || st.build_started(id)).await;
+    }
+    publish_state(&bus, &build, "IN_PROGRESS", serde_json::Value::Null).await;
+    let log_file = match std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::File::create(dir.join("build.log")))
+    {
+        Ok(f) => f,
+        Err(e) => {
+            finish(
+                BuildStatus::Fault,
+                serde_json::json!([]),
+                serde_json::json!([]),
+                Some(format!("cannot create the build directory: {e}")),
+            )
+            .await;
+            return;
+        }
+    };
+    let mut log = FileLog(std::io::BufWriter::new(log_file));
+    let Some(repo_path) = catalog.path(&build.repo) else {
+        log.line("[slipway] The repository no longer exists");
+        finish(
+            BuildStatus::Fault,
+            serde_json::json!([]),
+            serde_json::json!([]),
+            Some("repository not found".into()),
+        )
+        .await;
+        return;
+    };
+    log.line(&format!(
+        "[slipway] Build {}:{} of {} at {}",
+        build.repo,
+        build.number,
+        build.refname.as_deref().unwrap_or("-"),
+        build.commit
+    ));
+    log.line("[slipway] Entering phase DOWNLOAD_SOURCE");
+    let src = dir.join("src");
+    let (rp, commit, s2) = (repo_path.clone(), build.commit.clone(), src.clone());
+    let prepared = tokio::task::spawn_blocking(move || -> Result<String, String> {
+        let text = read_file(&rp, &commit, "buildspec.yml")?
+            .ok_or_else(|| format!("there is no buildspec.yml in commit {commit}"))?;
+        checkout(&rp, &commit, &s2)?;
+        String::from_utf8(text).map_err(|_| "buildspec.yml is not UTF-8 text".to_string())
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("checkout task failed: {e}")));
+    let text = match prepared {
+        Ok(t) => t,
+        Err(e) => {
+            log.line(&format!("[slipway] DOWNLOAD_SOURCE failed: {e}"));
+            finish(BuildStatus::Failed, serde_json::json!([{"name": "DOWNLOAD_SOURCE", "status": "FAILED", "duration_ms": 0}]), serde_json::json!([]), Some(e)).await;
+            return;
+        }
+    };
+    let spec = match parse_buildspec("buildspec.yml", &text) {
+        Ok(s) => s,
+        Err(e) => {
+            log.line(&format!("[slipway] {e}"));
+            finish(BuildStatus::Failed, serde_json::json!([{"name": "DOWNLOAD_SOURCE", "status": "FAILED", "duration_ms": 0}]), serde_json::json!([]), Some(e.to_string())).await;
+            return;
+        }
+    };
+    if !spec.env.parameter_store.is_empty() || !spec.env.secrets_manager.is_empty() {
+        let msg = "this buildspec reads the parameter store; server builds may read parameters only as builds.yaml `params` allows, and builds.yaml is not supported yet — run it with `slipway build --local --env NAME=VALUE`";
+        log.line(&format!("[slipway] {msg}"));
+        finish(
+            BuildStatus::Failed,
+            serde_json::json!([]),
+            serde_json::json!([]),
+            Some(msg.into()),
+        )
+        .await;
+        return;
+    }
+    let branch = build
+        .refname
+        .as_deref()
+        .and_then(|r| r.strip_prefix("refs/heads/"));
+    let build_id = format!("{}:{}", build.repo, build.number);
+    let mut env = Vec::new();
+    for (name, value) in [
+        ("BUILD_ID", build_id.clone()),
+        ("BUILD_NUMBER", build.number.to_string()),
+        ("INITIATOR", build.initiator.clone()),
+        ("RESOLVED_SOURCE_VERSION", build.commit.clone()),
+        (
+            "SOURCE_VERSION",
+            build
+                .refname
+                .clone()
+                .unwrap_or_else(|| build.commit.clone()),
+        ),
+        (
+            "SOURCE_REPO_URL",
+            format!(
+                "ssh://git@{}:{}/{}.git",
+                server.ssh_host, server.ssh_port, build.repo
+            ),
+        ),
+        ("SRC_DIR", src.display().to_string()),
+        ("START_TIME", unix_ms().to_string()),
+        (
+            "WEBHOOK_HEAD_REF",
+            build.refname.clone().unwrap_or_default(),
+        ),
+        (
+            "WEBHOOK_PREV_COMMIT",
+            build.prev_commit.clone().unwrap_or_default(),
+        ),
+        (
+            "WEBHOOK_TRIGGER",
+            branch.map(|b| format!("branch/{b}")).unwrap_or_default(),
+        ),
+    ] {
+        env.push((format!("CODEBUILD_{name}"), value.clone()));
+        env.push((format!("SLIPWAY_{name}"), value));
+    }
+    env.push(("HOME".into(), dir.join("home").display().to_string()));
+    let _ = std::fs::create_dir_all(dir.join("home"));
+    let ctx = BuildContext {
+        src_dir: src,
+        state_dir: dir.join("state"),
+        env,
+        secrets: Vec::new(),
+        timeout: DEFAULT_TIMEOUT,
+    };
+    let report = run_build(&spec, &ctx, &mut log, stop).await;
+    let phases = serde_json::to_value(&report.phases).unwrap_or_default();
+    let exported: serde_json::Value = report
+        .exported
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    finish(report.status, phases, exported, report.fault).await;
+}
+
+impl Actor for Builder {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(64);
+        self.scanning = false;
+        // Builds that were running when the server stopped cannot be resumed.
+        if let Ok(interrupted) = self.store.builds_with_status("IN_PROGRESS") {
+            for b in interrupted {
+                if !self.running.contains_key(&b.id) {
+                    let _ = self.store.build_finished(
+                        b.id,
+                        "FAULT",
+                        &b.phases,
+                        &b.exported,
+                        Some("the server stopped while this build ran; start it again"),
+                    );
+                }
+            }
+        }
+        ctx.notify(Kick);
+        ctx.notify(EventsAvailable);
+        ctx.run_interval(Duration::from_secs(2), |act, ctx| {
+            act.scan_events(ctx);
+            act.kick(ctx);
+        });
+    }
+}
+
+impl Supervised for Builder {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        self.metrics
+            .actor_restarts_total
+            .with_label_values(&[CONSUMER])
+            .inc();
+    }
+}
+
+impl Handler<Kick> for Builder {
+    type Result = ();
+    fn handle(&mut self, _msg: Kick, ctx: &mut Self::Context) {
+        self.kick(ctx);
+    }
+}
+
+impl Handler<EventsAvailable> for Builder {
+    type Result = ();
+    fn handle(&mut self, _msg: EventsAvailable, ctx: &mut Self::Context) {
+        self.scan_events(ctx);
+    }
+}
+
+impl Handler<StartBuild> for Builder {
+    type Result = Result<BuildRow, String>;
+    fn handle(&mut self, msg: StartBuild, ctx: &mut Self::Context) -> Self::Result {
+        let build = self
+            .store
+            .build_queue(&msg.0)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "this push already has a build".to_string())?;
+        ctx.notify(Kick);
+        Ok(build)
+    }
+}
+
+impl Handler<StopBuild> for Builder {
+    type Result = Result<bool, String>;
+    fn handle(&mut self, msg: StopBuild, _ctx: &mut Self::Context) -> Self::Result {
+        if let Some(stop) = self.running.get(&msg.0) {
+            stop.cancel();
+            return Ok(true);
+        }
+        let build = self.store.build(msg.0).map_err(|e| e.to_string())?;
+        match build {
+            Some(b) if b.status == "QUEUED" => {
+                self.store
+                    .build_finished(
+                        b.id,
+                        "STOPPED",
+                        &b.phases,
+                        &b.exported,
+                        Some("stopped before it started"),
+                    )
+                    .map_err(|e| e.to_string())?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Build records: queued, running and finished builds.
+
+use serde::Serialize;
+
+use super::{Store, StoreError};
+
+/// A build as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildRow {
+    /// Server-wide id.
+    pub id: i64,
+    /// The repository.
+    pub repo: String,
+    /// Number within the repository (1, 2, …).
+    pub number: i64,
+    /// The commit built.
+    pub commit: String,
+    /// The ref that was built, if any.
+    #[serde(rename = "ref")]
+    pub refname: Option<String>,
+    /// The ref's previous commit.
+    pub prev_commit: Option<String>,
+    /// Who or what started it.
+    pub initiator: String,
+    /// QUEUED, IN_PROGRESS, SUCCEEDED, FAILED, FAULT, TIMED_OUT, STOPPED.
+    pub status: String,
+    /// Per-phase status and duration (JSON).
+    pub phases: serde_json::Value,
+    /// Exported variables (JSON).
+    pub exported: serde_json::Value,
+    /// Unix seconds.
+    pub queued: f64,
+    /// Unix seconds.
+    pub started: Option<f64>,
+    /// Unix seconds.
+    pub ended: Option<f64>,
+    /// Why it faulted, and the like.
+    pub detail: Option<String>,
+}
+
+/// A build to queue.
+#[derive(Debug, Clone, Default)]
+pub struct NewBuild {
+    /// The repository.
+    pub repo: String,
+    /// The commit to build.
+    pub commit: String,
+    /// The ref it was pushed to.
+    pub refname: Option<String>,
+    /// The ref's previous commit.
+    pub prev_commit: Option<String>,
+    /// The push event that asked for it.
+    pub event_id: Option<i64>,
+    /// Who or what started it.
+    pub initiator: String,
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+const COLUMNS: &str = "id, repo, number, commit_id, refname, prev_id, initiator, status, phases, exported, queued, started, ended, detail";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
+    let phases: String = r.get(8)?;
+    let exported: String = r.get(9)?;
+    Ok(BuildRow {
+        id: r.get(0)?,
+        repo: r.get(1)?,
+        number: r.get(2)?,
+        commit: r.get(3)?,
+        refname: r.get(4)?,
+        prev_commit: r.get(5)?,
+        initiator: r.get(6)?,
+        status: r.get(7)?,
+        phases: serde_json::from_str(&phases).unwrap_or_default(),
+        exported: serde_json::from_str(&exported).unwrap_or_default(),
+        queued: r.get(10)?,
+        started: r.get(11)?,
+        ended: r.get(12)?,
+        detail: r.get(13)?,
+    })
+}
+
+impl Store {
+    /// Queues a build and returns it. With `event_id`, a second build for the same
+    /// event is not queued (`None`): replaying the event log cannot double a build.
+    pub fn build_queue(&self, request: &NewBuild) -> Result<Option<BuildRow>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let number: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE repo = ?1",
+            [&request.repo],
+            |r| r.get(0),
+        )?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO builds (repo, number, commit_id, refname, prev_id, event_id, initiator, status, queued)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'QUEUED', ?8)",
+            rusqlite::params![
+                request.repo,
+                number,
+                request.commit,
+                request.refname,
+                request.prev_commit,
+                request.event_id,
+                request.initiator,
+                now()
+            ],
+        )?;
+        if inserted == 0 {
+            return Ok(None);
+        }
+        let id = tx.last_insert_rowid();
+        let build = tx.query_row(
+            &format!("SELECT {COLUMNS} FROM builds WHERE id = ?1"),
+            [id],
+            row,
+        )?;
+        tx.commit()?;
+        Ok(Some(build))
+    }
+
+    /// One build.
+    pub fn build(&self, id: i64) -> Result<Option<BuildRow>, StoreError> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM builds WHERE id = ?1"))?;
+        let mut rows = stmt.query_map([id], row)?;
+        Ok(rows.next().transpose()?)
+    }
+
+    /// Builds with `status`, oldest first.
+    pub fn builds_with_status(&self, status: &str) -> Result<Vec<BuildRow>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM builds WHERE status = ?1 ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([status], row)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// The newest builds (of `repo` when given), newest first.
+    pub fn builds_recent(
+        &self,
+        repo: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<BuildRow>, StoreError> {
+        let conn = self.lock();
+        let limit = limit as i64;
+        let rows = match repo {
+            Some(r) => {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM builds WHERE repo = ?1 ORDER BY id DESC LIMIT ?2"
+                ))?;
+                let v = stmt
+                    .query_map(rusqlite::params![r, limit], row)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                v
+            }
+            None => {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM builds ORDER BY id DESC LIMIT ?1"
+                ))?;
+                let v = stmt
+                    .query_map([limit], row)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                v
+            }
+        };
+        Ok(rows)
+    }
+
+    /// Marks a build started.
+    pub fn build_started(&self, id: i64) -> Result<(), StoreError> {
+        let conn = self.lock();
+        conn.execute(
+            "UPDATE builds SET status = 'IN_PROGRESS', started = ?2 WHERE id = ?1",
+            rusqlite::params![id, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Records a build's end.
+    pub fn build_finished(
+        &self,
+        id: i64,
+        status: &str,
+        phases: &serde_json::Value,
+        exported: &serde_json::Value,
+        detail: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let conn = self.lock();
+        conn.execute(
+            "UPDATE builds SET status = ?2, phases = ?3, exported = ?4, detail = ?5, ended = ?6 WHERE id = ?1",
+            rusqlite::params![id, status, phases.to_string(), exported.to_string(), detail, now()],
+        )?;
+        Ok(())
+    }
+}
