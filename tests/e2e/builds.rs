@@ -85,3 +85,171 @@ fn build_local_refuses_a_bad_buildspec_with_its_position() {
         .fails()
         .says("needs a buildspec.yml");
 }
+
+const SPEC: &str = r#"version: 0.2
+env:
+  exported-variables: [TAG]
+phases:
+  build:
+    commands:
+      - echo "building $CODEBUILD_RESOLVED_SOURCE_VERSION for $CODEBUILD_INITIATOR on $CODEBUILD_WEBHOOK_TRIGGER"
+      - test -f README.md
+      - export TAG=v-$CODEBUILD_BUILD_NUMBER
+  post_build:
+    commands: [ "echo post ran" ]
+"#;
+
+fn build_json(s: &Server, id: i64) -> serde_json::Value {
+    serde_json::from_str(
+        &s.ssh(&s.admin, &format!("build info {id} --json"))
+            .ok()
+            .stdout,
+    )
+    .unwrap()
+}
+
+fn wait_done(s: &Server, id: i64) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let done = eventually(std::time::Duration::from_secs(60), || {
+        last = build_json(s, id);
+        !matches!(
+            last["status"].as_str(),
+            Some("QUEUED") | Some("IN_PROGRESS")
+        )
+    });
+    assert!(done, "build {id} did not finish: {last}");
+    last
+}
+
+#[test]
+fn a_push_with_a_buildspec_builds_the_pushed_head() {
+    let s = Server::start();
+    let work = s.local_repo(&s.alice, "w");
+    commit_file(&s, &s.alice, &work, "buildspec.yml", SPEC, "add buildspec");
+    s.git(&s.alice, &work, &["push", &s.url("app-b"), "main"])
+        .ok();
+    let head = s
+        .git(&s.alice, &work, &["rev-parse", "HEAD"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let b = wait_done(&s, 1);
+    assert_eq!(b["status"], "SUCCEEDED", "{b}");
+    assert_eq!(b["repo"], "app-b");
+    assert_eq!(b["commit"], head.as_str());
+    assert_eq!(b["initiator"], "alice");
+    assert_eq!(b["exported"]["TAG"], "v-1");
+    assert_eq!(b["phases"][0]["name"], "BUILD");
+    let log = s.ssh(&s.alice, "build logs 1").ok().stdout;
+    assert!(
+        log.contains(&format!("building {head} for alice on branch/main")),
+        "{log}"
+    );
+    assert!(log.contains("post ran"), "{log}");
+    // Build state changes are events (rules can mail them).
+    let events = s
+        .ssh(&s.admin, "events --type build-state-change --json")
+        .ok()
+        .stdout;
+    let v: serde_json::Value = serde_json::from_str(&events).unwrap();
+    let states: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["state"].as_str())
+        .collect();
+    assert_eq!(states, vec!["IN_PROGRESS", "SUCCEEDED"]);
+    // A repository without buildspec.yml does not build.
+    let plain = s.local_repo(&s.alice, "plain");
+    s.git(&s.alice, &plain, &["push", &s.url("app-plain"), "main"])
+        .ok();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let list = s.ssh(&s.admin, "build list --json").ok().stdout;
+    assert!(!list.contains("app-plain"), "{list}");
+}
+
+#[test]
+fn build_start_follow_stop_and_permissions() {
+    let s = Server::start();
+    let work = s.local_repo(&s.admin, "w");
+    commit_file(
+        &s,
+        &s.admin,
+        &work,
+        "buildspec.yml",
+        "version: 0.2\nphases:\n  build:\n    commands: [\"echo start\", \"sleep 30\", \"echo never\"]\n",
+        "slow build",
+    );
+    s.git(&s.admin, &work, &["push", &s.url("app-s"), "main:other"])
+        .ok();
+    // Pushed to `other`: a build of that head starts by itself; stop it.
+    assert!(eventually(std::time::Duration::from_secs(20), || {
+        build_json(&s, 1)["status"] == "IN_PROGRESS"
+    }));
+    s.ssh(&s.bob, "build stop 1").fails().says("build:stop");
+    s.ssh(&s.admin, "build stop 1")
+        .ok()
+        .says("stopping build 1");
+    let b = wait_done(&s, 1);
+    assert_eq!(b["status"], "STOPPED", "{b}");
+    let log = s.ssh(&s.admin, "build logs 1").ok().stdout;
+    assert!(log.contains("start") && !log.contains("never"), "{log}");
+    // By hand, at a ref; --follow streams until the end.
+    s.ssh(&s.alice, "build start app-s --ref other")
+        .fails()
+        .says("build:start");
+    s.ssh(&s.admin, "build start app-s --ref nope")
+        .fails()
+        .says("names no commit");
+    s.ssh(&s.admin, "build start nothing")
+        .fails()
+        .says("not found");
+    let out = s.ssh(&s.admin, "build start app-s --ref other").ok();
+    assert!(out.stdout.contains("queued build 2"), "{out}");
+    s.ssh(&s.admin, "build stop 2").ok();
+    let follow = s.ssh(&s.admin, "build logs 2 --follow").ok();
+    assert!(
+        follow
+            .stdout
+            .trim_end()
+            .ends_with("[slipway] build 2 STOPPED"),
+        "{follow}"
+    );
+    // Reading builds needs read access to the repository.
+    s.ssh(&s.mallory, "build list").fails();
+    let yaml = team_access_yaml(&s.admin, &s.alice, &s.bob).replace(
+        "    - { effect: deny,  actions: [\"git:pull\"], resources: [\"repo:admin\"] }",
+        "    - { effect: deny,  actions: [\"git:pull\"], resources: [\"repo:admin\", \"repo:app-s\"] }",
+    );
+    s.set_access(&yaml).ok();
+    s.ssh(&s.bob, "build info 1").fails().says("not found");
+    assert_eq!(s.ssh(&s.bob, "build list").ok().stdout, "");
+}
+
+#[test]
+fn a_build_interrupted_by_a_restart_is_marked_fault() {
+    let mut s = Server::start();
+    let work = s.local_repo(&s.admin, "w");
+    commit_file(
+        &s,
+        &s.admin,
+        &work,
+        "buildspec.yml",
+        "version: 0.2\nphases:\n  build:\n    commands: [\"sleep 30\"]\n",
+        "slow",
+    );
+    s.git(&s.admin, &work, &["push", &s.url("app-r"), "main"])
+        .ok();
+    assert!(eventually(std::time::Duration::from_secs(20), || {
+        build_json(&s, 1)["status"] == "IN_PROGRESS"
+    }));
+    s.kill9();
+    s.spawn();
+    let b = build_json(&s, 1);
+    assert_eq!(b["status"], "FAULT", "{b}");
+    assert!(
+        b["detail"].as_str().unwrap().contains("server stopped"),
+        "{b}"
+    );
+}

@@ -420,6 +420,9 @@ impl Actor for Builder {
         if let Ok(interrupted) = self.store.builds_with_status("IN_PROGRESS") {
             for b in interrupted {
                 if !self.running.contains_key(&b.id) {
+                    super::shell::LocalShell::kill_leftover(
+                        &self.builds_dir.join(b.id.to_string()).join("state"),
+                    );
                     let _ = self.store.build_finished(
                         b.id,
                         "FAULT",

@@ -107,6 +107,10 @@ impl LocalShell {
             }
         };
         let pgid = child.id().map(|p| p as i32);
+        // Recorded so that a server killed mid-build can end the group on restart.
+        if let Some(pgid) = pgid {
+            let _ = std::fs::write(self.state.join("running.pgid"), pgid.to_string());
+        }
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             return CommandOutcome::Fault("no output pipes".into());
         };
@@ -164,6 +168,33 @@ impl LocalShell {
                 }
             }
         }
+    }
+
+    /// Kills the process group a previous server process left running for the build
+    /// whose state directory is `state` — only if that group still runs our script.
+    pub fn kill_leftover(state: &Path) {
+        let Ok(text) = std::fs::read_to_string(state.join("running.pgid")) else {
+            return;
+        };
+        let Ok(pgid) = text.trim().parse::<i32>() else {
+            return;
+        };
+        let script = state.join("command.sh");
+        let cmdline = std::fs::read(format!("/proc/{pgid}/cmdline")).unwrap_or_default();
+        let ours = cmdline
+            .split(|b| *b == 0)
+            .any(|arg| arg == script.as_os_str().as_bytes());
+        if pgid > 1 && ours {
+            // SAFETY: kill(2) on a process group we verified runs this build's script.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+            tracing::warn!(
+                pgid,
+                "killed a build left running by a previous server process"
+            );
+        }
+        let _ = std::fs::remove_file(state.join("running.pgid"));
     }
 
     /// The environment as the last command left it.
