@@ -62,6 +62,7 @@ pub async fn run(
             data.addresses().display()
         );
     }
+    secure_permissions(&data)?;
     let host_key = crate::ssh::load_host_key(&data.host_key())?;
     let store = Store::open(&data.database())?;
     let repos = RepoStore::new(data.repos());
@@ -177,6 +178,29 @@ pub async fn run(
     let _ = std::fs::remove_file(data.addresses());
     drop(lock);
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Only the server's user may read the data directory; builds (which run as another user
+/// when the server is root) may only pass through it to their own workspace.
+fn secure_permissions(data: &DataDir) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data.builds())?;
+    set_mode(data.root(), 0o711)?;
+    set_mode(&data.builds(), 0o711)?;
+    for dir in [data.keys(), data.repos(), data.run(), data.mail()] {
+        std::fs::create_dir_all(&dir)?;
+        set_mode(&dir, 0o700)?;
+    }
+    for file in [
+        data.settings(),
+        data.database(),
+        data.root().join("slipway.db-wal"),
+        data.root().join("slipway.db-shm"),
+    ] {
+        if file.exists() {
+            set_mode(&file, 0o600)?;
+        }
+    }
     Ok(())
 }
 

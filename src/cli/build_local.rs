@@ -141,6 +141,7 @@ pub async fn build_local(opts: LocalBuild) -> anyhow::Result<bool> {
             })
             .collect(),
         timeout: opts.timeout,
+        run_as: None,
     };
     let stop = CancellationToken::new();
     let ctrl_c = stop.clone();

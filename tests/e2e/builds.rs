@@ -253,3 +253,47 @@ fn a_build_interrupted_by_a_restart_is_marked_fault() {
         "{b}"
     );
 }
+
+#[test]
+fn server_builds_run_unprivileged_and_cannot_read_the_data_directory() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        eprintln!("SKIPPED: the server runs builds as another user only when it runs as root");
+        return;
+    }
+    let s = Server::start();
+    let data = s.data.display().to_string();
+    let spec = format!(
+        r#"version: 0.2
+phases:
+  build:
+    commands:
+      - echo "uid=$(id -u)"
+      - if cat {data}/keys/master.key; then echo LEAK-KEY; fi
+      - if cat {data}/slipway.db > /dev/null; then echo LEAK-DB; fi
+      - if ls {data}/repos; then echo LEAK-REPOS; fi
+      - if ls {data}/run; then echo LEAK-SOCKET; fi
+      - if cat {data}/slipway.yaml; then echo LEAK-SETTINGS; fi
+      - touch built-here && echo wrote workspace
+"#
+    );
+    let work = s.local_repo(&s.admin, "w");
+    commit_file(&s, &s.admin, &work, "buildspec.yml", &spec, "probe");
+    s.git(&s.admin, &work, &["push", &s.url("app-u"), "main"])
+        .ok();
+    let b = wait_done(&s, 1);
+    let log = s.ssh(&s.admin, "build logs 1").ok().stdout;
+    assert_eq!(b["status"], "SUCCEEDED", "{b}\n{log}");
+    assert!(log.contains("uid=65534"), "{log}");
+    assert!(log.contains("wrote workspace"), "{log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("LEAK")),
+        "the build read the data directory:\n{log}"
+    );
+    assert!(log.contains("Permission denied"), "{log}");
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}

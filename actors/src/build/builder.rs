@@ -201,6 +201,13 @@ impl LogSink for FileLog {
     }
 }
 
+/// `nobody:nogroup` when the server runs as root; otherwise builds run as the server's
+/// own (already unprivileged) user.
+fn unprivileged_user() -> Option<(u32, u32)> {
+    // SAFETY: geteuid(2) has no preconditions.
+    (unsafe { libc::geteuid() } == 0).then_some((65534, 65534))
+}
+
 fn unix_ms() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -392,12 +399,34 @@ async fn run_one(
     }
     env.push(("HOME".into(), dir.join("home").display().to_string()));
     let _ = std::fs::create_dir_all(dir.join("home"));
+    // A server running as root never runs a build as root: the build gets an
+    // unprivileged user, owns only its own workspace, and cannot read the data directory.
+    let run_as = unprivileged_user();
+    if let Some((uid, gid)) = run_as {
+        let owned = [&src, &dir.join("home")]
+            .into_iter()
+            .try_for_each(|p| super::shell::chown_tree(p, uid, gid));
+        if let Err(e) = owned {
+            log.line(&format!(
+                "[slipway] cannot hand the workspace to the build user: {e}"
+            ));
+            finish(
+                BuildStatus::Fault,
+                serde_json::json!([]),
+                serde_json::json!([]),
+                Some(e.to_string()),
+            )
+            .await;
+            return;
+        }
+    }
     let ctx = BuildContext {
         src_dir: src,
         state_dir: dir.join("state"),
         env,
         secrets: Vec::new(),
         timeout: DEFAULT_TIMEOUT,
+        run_as,
     };
     let report = run_build(&spec, &ctx, &mut log, stop).await;
     let phases = serde_json::to_value(&report.phases).unwrap_or_default();

@@ -82,6 +82,9 @@ pub struct BuildContext {
     pub secrets: Vec<String>,
     /// The whole build's time limit.
     pub timeout: Duration,
+    /// Run commands as this `(uid, gid)` (the server runs builds unprivileged when it
+    /// runs as root); `None` runs them as the current user.
+    pub run_as: Option<(u32, u32)>,
 }
 
 /// Replaces every secret value in `line` with `***`.
@@ -128,7 +131,13 @@ pub async fn run_build(
         .cloned()
         .chain(ctx.env.iter().cloned())
         .collect();
-    let shell = match LocalShell::prepare(spec.env.shell, &ctx.src_dir, &ctx.state_dir, &env) {
+    let shell = match LocalShell::prepare(
+        spec.env.shell,
+        &ctx.src_dir,
+        &ctx.state_dir,
+        &env,
+        ctx.run_as,
+    ) {
         Ok(s) => s,
         Err(e) => {
             log.line(&format!("[slipway] cannot prepare the build shell: {e}"));

@@ -30,6 +30,19 @@ pub struct LocalShell {
     shell: Shell,
     src_dir: PathBuf,
     state: PathBuf,
+    run_as: Option<(u32, u32)>,
+}
+
+/// Gives `path` and everything below it to `uid:gid` (symlinks themselves, not targets).
+pub fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
 }
 
 /// `'text'` for a POSIX shell.
@@ -39,11 +52,13 @@ pub fn shell_quote(text: &str) -> String {
 
 impl LocalShell {
     /// Writes the initial state: `env` and the starting directory `src_dir`.
+    /// With `run_as`, commands run as that `(uid, gid)` and the state belongs to it.
     pub fn prepare(
         shell: Shell,
         src_dir: &Path,
         state: &Path,
         env: &[(String, String)],
+        run_as: Option<(u32, u32)>,
     ) -> std::io::Result<LocalShell> {
         std::fs::create_dir_all(state)?;
         let mut lines = String::new();
@@ -54,10 +69,14 @@ impl LocalShell {
         let mut pwd = src_dir.as_os_str().as_bytes().to_vec();
         pwd.push(b'\n');
         std::fs::write(state.join("pwd"), pwd)?;
+        if let Some((uid, gid)) = run_as {
+            chown_tree(state, uid, gid)?;
+        }
         Ok(LocalShell {
             shell,
             src_dir: src_dir.to_path_buf(),
             state: state.to_path_buf(),
+            run_as,
         })
     }
 
@@ -86,6 +105,9 @@ impl LocalShell {
         if let Err(e) = std::fs::write(&script_path, self.script(command, succeeding)) {
             return CommandOutcome::Fault(format!("cannot write the command script: {e}"));
         }
+        if let Some((uid, gid)) = self.run_as {
+            let _ = std::os::unix::fs::lchown(&script_path, Some(uid), Some(gid));
+        }
         let mut cmd = tokio::process::Command::new(self.shell.program());
         cmd.arg(&script_path)
             .current_dir(&self.src_dir)
@@ -100,6 +122,10 @@ impl LocalShell {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        if let Some((uid, gid)) = self.run_as {
+            // std drops root's supplementary groups when it sets the uid of a child of root.
+            cmd.uid(uid).gid(gid);
+        }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
@@ -200,14 +226,16 @@ impl LocalShell {
     /// The environment as the last command left it.
     pub async fn final_env(&self) -> std::io::Result<Vec<(String, String)>> {
         let state = shell_quote(&self.state.display().to_string());
-        let out = tokio::process::Command::new(self.shell.program())
-            .arg("-c")
+        let mut cmd = tokio::process::Command::new(self.shell.program());
+        cmd.arg("-c")
             .arg(format!(". {state}/env.sh; env -0"))
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .current_dir(&self.src_dir)
-            .output()
-            .await?;
+            .current_dir(&self.src_dir);
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid).gid(gid);
+        }
+        let out = cmd.output().await?;
         Ok(out
             .stdout
             .split(|b| *b == 0)
