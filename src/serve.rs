@@ -63,6 +63,16 @@ pub async fn run(
         );
     }
     secure_permissions(&data)?;
+    if slipway_actors::build::builder::running_as_root() {
+        if let Err(blocked) =
+            slipway_actors::build::builder::reachable_by_others(&data.builds().join("x"))
+        {
+            tracing::warn!(
+                blocked = %blocked.display(),
+                "builds run as user nobody, which cannot pass through this directory: server builds will fail until it has o+x or the data directory moves"
+            );
+        }
+    }
     let host_key = crate::ssh::load_host_key(&data.host_key())?;
     let store = Store::open(&data.database())?;
     let repos = RepoStore::new(data.repos());

@@ -201,11 +201,32 @@ impl LogSink for FileLog {
     }
 }
 
+/// Whether every directory above `path` lets other users pass (`o+x`); the first one
+/// that does not is the error.
+pub fn reachable_by_others(path: &std::path::Path) -> Result<(), PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    for dir in path.ancestors().skip(1) {
+        if dir.as_os_str().is_empty() {
+            continue;
+        }
+        match std::fs::metadata(dir) {
+            Ok(m) if m.permissions().mode() & 0o001 != 0 => {}
+            _ => return Err(dir.to_path_buf()),
+        }
+    }
+    Ok(())
+}
+
 /// `nobody:nogroup` when the server runs as root; otherwise builds run as the server's
 /// own (already unprivileged) user.
 fn unprivileged_user() -> Option<(u32, u32)> {
+    running_as_root().then_some((65534, 65534))
+}
+
+/// Whether this process runs as root (and so runs builds as `nobody`).
+pub fn running_as_root() -> bool {
     // SAFETY: geteuid(2) has no preconditions.
-    (unsafe { libc::geteuid() } == 0).then_some((65534, 65534))
+    unsafe { libc::geteuid() == 0 }
 }
 
 fn unix_ms() -> u128 {
@@ -402,6 +423,21 @@ async fn run_one(
     // A server running as root never runs a build as root: the build gets an
     // unprivileged user, owns only its own workspace, and cannot read the data directory.
     let run_as = unprivileged_user();
+    if let (Some(_), Err(blocked)) = (run_as, reachable_by_others(&dir)) {
+        let msg = format!(
+            "builds run as user nobody, which cannot pass through {} (no execute permission for others); give it o+x or move the data directory",
+            blocked.display()
+        );
+        log.line(&format!("[slipway] {msg}"));
+        finish(
+            BuildStatus::Fault,
+            serde_json::json!([]),
+            serde_json::json!([]),
+            Some(msg),
+        )
+        .await;
+        return;
+    }
     if let Some((uid, gid)) = run_as {
         let owned = [&src, &dir.join("home")]
             .into_iter()
