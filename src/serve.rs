@@ -134,6 +134,7 @@ pub async fn run(
         builds_dir: data.builds(),
     });
     runtime.set_rules(admin.rules.clone(), Arc::new(admin.emails()));
+    runtime.set_builds(admin.builds.clone());
     let state = Arc::new(ServerState {
         settings: settings.clone(),
         data: data.clone(),

@@ -64,6 +64,7 @@ impl ServerState {
                 );
                 self.runtime
                     .set_rules(config.rules.clone(), Arc::new(config.emails()));
+                self.runtime.set_builds(config.builds.clone());
                 self.admin.replace(config);
                 self.metrics
                     .config_reloads_total

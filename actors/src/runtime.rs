@@ -10,9 +10,10 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::broadcast;
 
-use crate::build::builder::{Builder, StartBuild, StopBuild};
+use crate::build::builder::{Builder, SetBuilds, StartBuild, StopBuild};
 use crate::bus::{EventBus, Publish, Subscribe};
 use crate::compose::ServerInfo;
+use crate::config::builds::BuildsConfig;
 use crate::config::rules::RulesConfig;
 use crate::config::settings::{NotifySettings, WebhookSettings};
 use crate::failpoints::Failpoints;
@@ -63,6 +64,7 @@ impl Runtime {
     /// Starts every actor.
     pub fn start(deps: RuntimeDeps) -> Runtime {
         let metrics = RuntimeMetrics::register(&deps.registry);
+        let master_for_builds = deps.master.clone();
         let failpoints = Failpoints::from_env();
         let (follow, _) = broadcast::channel(1024);
         let bus = {
@@ -110,8 +112,14 @@ impl Runtime {
                 bus.clone(),
                 metrics.clone(),
             );
-            let (dir, server) = (deps.builds_dir.clone(), server_for_builds);
-            Supervisor::start(move |_| Builder::new(store, catalog, bus, dir, server, metrics))
+            let (dir, server, master) = (
+                deps.builds_dir.clone(),
+                server_for_builds,
+                master_for_builds,
+            );
+            Supervisor::start(move |_| {
+                Builder::new(store, catalog, bus, dir, server, master, metrics)
+            })
         };
         bus.do_send(Subscribe(rules.clone().recipient()));
         bus.do_send(Subscribe(builder.clone().recipient()));
@@ -145,6 +153,11 @@ impl Runtime {
             emails,
         });
         self.reaper.do_send(SetSchedules(rules));
+    }
+
+    /// Puts new build settings (builds.yaml) in force.
+    pub fn set_builds(&self, builds: Arc<BuildsConfig>) {
+        self.builder.do_send(SetBuilds(builds));
     }
 
     /// Reaps one repository now.

@@ -10,6 +10,7 @@ mod seed;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
+use slipway_actors::config::builds::{parse_builds_yaml, BuildsConfig, BUILDS_FILE};
 use slipway_actors::config::rules::{parse_rules_yaml, RulesConfig, RulesContext, RULES_FILE};
 
 use crate::access::{parse_access_yaml, AccessConfig, ConfigError};
@@ -31,6 +32,8 @@ pub struct ConfigFiles {
     pub access: AccessConfig,
     /// `rules.yaml` (empty when the file does not exist).
     pub rules: Arc<RulesConfig>,
+    /// `builds.yaml` (defaults when the file does not exist).
+    pub builds: Arc<BuildsConfig>,
 }
 
 /// A validated configuration and the commit it came from.
@@ -40,6 +43,8 @@ pub struct AdminConfig {
     pub access: AccessConfig,
     /// `rules.yaml`.
     pub rules: Arc<RulesConfig>,
+    /// `builds.yaml`.
+    pub builds: Arc<BuildsConfig>,
     /// The admin commit it was read from.
     pub commit: String,
     /// Key fingerprint → user name, for authentication without scanning.
@@ -97,9 +102,18 @@ pub async fn load_at(
             parse_rules_yaml(RULES_FILE, &text, &context)?
         }
     };
+    let builds = match read_file_at(git, repo, rev, BUILDS_FILE, quarantine).await? {
+        None => BuildsConfig::default(),
+        Some(bytes) => {
+            let text =
+                String::from_utf8(bytes).map_err(|_| LoadError::NotText { file: BUILDS_FILE })?;
+            parse_builds_yaml(BUILDS_FILE, &text)?
+        }
+    };
     Ok(ConfigFiles {
         access,
         rules: Arc::new(rules),
+        builds: Arc::new(builds),
     })
 }
 
@@ -111,6 +125,7 @@ pub async fn load_current(git: &str, repo: &Path) -> Result<AdminConfig, LoadErr
     Ok(AdminConfig {
         access: files.access,
         rules: files.rules,
+        builds: files.builds,
         commit,
         keys,
     })

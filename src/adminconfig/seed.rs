@@ -83,4 +83,14 @@ mod tests {
         .unwrap();
         assert_eq!(rules.rules.len(), 3);
     }
+
+    #[test]
+    fn example_builds_yaml_parses() {
+        let builds = slipway_actors::config::builds::parse_builds_yaml(
+            "etc/builds.yaml",
+            include_str!("../../etc/builds.yaml"),
+        )
+        .unwrap();
+        assert!(builds.for_repo("app-web").may_read("/app/token"));
+    }
 }

@@ -291,3 +291,92 @@ phases:
     );
     assert!(log.contains("Permission denied"), "{log}");
 }
+
+/// Runs `ssh … COMMAND` as `key` with `input` on stdin.
+fn ssh_with_input(s: &Server, key: &Key, command: &str, input: &str) -> Out {
+    use std::io::Write;
+    let mut child = Command::new("ssh")
+        .args(s.ssh_base(key))
+        .arg("git@127.0.0.1")
+        .arg(command)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn builds_read_only_the_parameters_builds_yaml_allows_and_mask_them() {
+    let s = Server::start();
+    ssh_with_input(&s, &s.admin, "param put /app/token --secure", "t0ps3cret").ok();
+    ssh_with_input(
+        &s,
+        &s.admin,
+        "param put /app/json",
+        r#"{"user":"bot","pass":"j50nsecret"}"#,
+    )
+    .ok();
+    ssh_with_input(&s, &s.admin, "param put /ops/key", "opskey").ok();
+    s.push_admin_file(
+        "builds.yaml",
+        "repos:\n  \"app-*\":\n    timeout: 10m\n    params: [\"/app/*\"]\n",
+    )
+    .ok()
+    .says("configuration applied");
+    let spec = r#"version: 0.2
+env:
+  parameter-store: { TOKEN: /app/token }
+  secrets-manager: { PASS: "app/json:pass" }
+phases:
+  build:
+    commands:
+      - echo "token=$TOKEN pass=$PASS"
+      - test "$TOKEN" = t0ps3cret
+"#;
+    let work = s.local_repo(&s.admin, "w");
+    commit_file(&s, &s.admin, &work, "buildspec.yml", spec, "uses params");
+    s.git(&s.admin, &work, &["push", &s.url("app-p"), "main"])
+        .ok();
+    let b = wait_done(&s, 1);
+    let log = s.ssh(&s.admin, "build logs 1").ok().stdout;
+    assert_eq!(b["status"], "SUCCEEDED", "{b}\n{log}");
+    assert!(log.contains("token=*** pass=***"), "{log}");
+    assert!(
+        !log.contains("t0ps3cret") && !log.contains("j50nsecret"),
+        "{log}"
+    );
+    // A parameter outside builds.yaml `params` fails the build with the reason.
+    let spec = spec.replace("/app/token", "/ops/key");
+    commit_file(&s, &s.admin, &work, "buildspec.yml", &spec, "reads ops");
+    s.git(&s.admin, &work, &["push", &s.url("app-p"), "main"])
+        .ok();
+    let b = wait_done(&s, 2);
+    assert_eq!(b["status"], "FAILED", "{b}");
+    assert!(
+        b["detail"]
+            .as_str()
+            .unwrap()
+            .contains("allow it under `params` in builds.yaml"),
+        "{b}"
+    );
+    // builds.yaml is validated on push like the other admin files.
+    s.push_admin_file(
+        "builds.yaml",
+        "repos:\n  \"app-*\":\n    executor: docker\n",
+    )
+    .fails()
+    .says("builds.yaml:3:15:");
+}

@@ -17,19 +17,19 @@ use tokio_util::sync::CancellationToken;
 
 use super::checkout::{checkout, read_file};
 use super::engine::{run_build, BuildContext, BuildStatus, LogSink};
-use super::spec::parse_buildspec;
+use super::spec::{parse_buildspec, BuildSpec};
 use crate::bus::{EventBus, EventsAvailable, Publish};
 use crate::compose::ServerInfo;
+use crate::config::builds::{BuildsConfig, RepoBuilds};
 use crate::metrics::RuntimeMetrics;
 use crate::reaper::RepoCatalog;
+use crate::secrets::MasterKey;
 use crate::store::{BuildRow, EventFilter, NewBuild, NewEvent, Store};
 
 /// The consumer name (cursor key) of the builder.
 pub const CONSUMER: &str = "builder";
 /// Builds at once.
 const PARALLEL: usize = 2;
-/// A build's time limit until builds.yaml can set one.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
 /// Queue a build; answers the queued build.
 #[derive(Message)]
@@ -40,6 +40,11 @@ pub struct StartBuild(pub NewBuild);
 #[derive(Message)]
 #[rtype(result = "Result<bool, String>")]
 pub struct StopBuild(pub i64);
+
+/// New build settings (builds.yaml).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetBuilds(pub Arc<BuildsConfig>);
 
 /// Wakes the builder to start queued builds.
 #[derive(Message, Clone, Copy)]
@@ -53,7 +58,9 @@ pub struct Builder {
     bus: Addr<EventBus>,
     builds_dir: PathBuf,
     server: ServerInfo,
+    master: MasterKey,
     metrics: RuntimeMetrics,
+    settings: Arc<BuildsConfig>,
     running: HashMap<i64, CancellationToken>,
     scanning: bool,
 }
@@ -66,6 +73,7 @@ impl Builder {
         bus: Addr<EventBus>,
         builds_dir: PathBuf,
         server: ServerInfo,
+        master: MasterKey,
         metrics: RuntimeMetrics,
     ) -> Builder {
         Builder {
@@ -74,7 +82,9 @@ impl Builder {
             bus,
             builds_dir,
             server,
+            master,
             metrics,
+            settings: Arc::new(BuildsConfig::default()),
             running: HashMap::new(),
             scanning: false,
         }
@@ -106,8 +116,11 @@ impl Builder {
             let stop = CancellationToken::new();
             self.running.insert(build.id, stop.clone());
             let id = build.id;
+            let settings = self.settings.for_repo(&build.repo);
             let job = run_one(
                 build,
+                settings,
+                self.master.clone(),
                 self.store.clone(),
                 self.catalog.clone(),
                 self.bus.clone(),
@@ -229,6 +242,70 @@ pub fn running_as_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// The values of `env.parameter-store` and `env.secrets-manager`, read from slipway's
+/// parameter store; each must be allowed by builds.yaml `params` for the repository.
+/// A secrets-manager id `NAME:json-key` takes one key of a JSON value.
+fn resolve_params(
+    store: &Store,
+    spec: &BuildSpec,
+    settings: &RepoBuilds,
+    master: &MasterKey,
+) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let entries = spec
+        .env
+        .parameter_store
+        .iter()
+        .map(|(v, p)| (v, p.as_str(), None))
+        .chain(spec.env.secrets_manager.iter().map(|(v, id)| {
+            let mut parts = id.splitn(3, ':');
+            let name = parts.next().unwrap_or("");
+            (v, name, parts.next().filter(|k| !k.is_empty()))
+        }));
+    for (var, name, key) in entries {
+        let name = if name.starts_with('/') {
+            name.to_string()
+        } else {
+            format!("/{name}")
+        };
+        if !settings.may_read(&name) {
+            return Err(format!(
+                "{var} reads parameter {name}, which builds of this repository may not read; allow it under `params` in builds.yaml"
+            ));
+        }
+        let row = store
+            .param_get(&name)
+            .map_err(|e| format!("cannot read parameter {name}: {e}"))?
+            .ok_or_else(|| format!("{var} reads parameter {name}, which does not exist; create it with `param put {name}`"))?;
+        let bytes = if row.secure {
+            master
+                .open(&row.value)
+                .map_err(|e| format!("parameter {name}: {e}"))?
+        } else {
+            row.value
+        };
+        let text =
+            String::from_utf8(bytes).map_err(|_| format!("parameter {name} is not UTF-8 text"))?;
+        let value = match key {
+            None => text,
+            Some(k) => serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| {
+                    v.get(k).map(|x| {
+                        x.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| x.to_string())
+                    })
+                })
+                .ok_or_else(|| {
+                    format!("{var}: parameter {name} is not a JSON object with key `{k}`")
+                })?,
+        };
+        out.push((var.clone(), value));
+    }
+    Ok(out)
+}
+
 fn unix_ms() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -261,8 +338,11 @@ async fn publish_state(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_one(
     build: BuildRow,
+    settings: RepoBuilds,
+    master: MasterKey,
     store: Store,
     catalog: Arc<dyn RepoCatalog>,
     bus: Addr<EventBus>,
@@ -363,18 +443,31 @@ async fn run_one(
             return;
         }
     };
-    if !spec.env.parameter_store.is_empty() || !spec.env.secrets_manager.is_empty() {
-        let msg = "this buildspec reads the parameter store; server builds may read parameters only as builds.yaml `params` allows, and builds.yaml is not supported yet — run it with `slipway build --local --env NAME=VALUE`";
-        log.line(&format!("[slipway] {msg}"));
-        finish(
-            BuildStatus::Failed,
-            serde_json::json!([]),
-            serde_json::json!([]),
-            Some(msg.into()),
-        )
-        .await;
-        return;
-    }
+    let params = {
+        let (st, sp, set, m) = (
+            store.clone(),
+            spec.clone(),
+            settings.clone(),
+            master.clone(),
+        );
+        tokio::task::spawn_blocking(move || resolve_params(&st, &sp, &set, &m))
+            .await
+            .unwrap_or_else(|e| Err(format!("parameter task failed: {e}")))
+    };
+    let params = match params {
+        Ok(p) => p,
+        Err(msg) => {
+            log.line(&format!("[slipway] {msg}"));
+            finish(
+                BuildStatus::Failed,
+                serde_json::json!([]),
+                serde_json::json!([]),
+                Some(msg),
+            )
+            .await;
+            return;
+        }
+    };
     let branch = build
         .refname
         .as_deref()
@@ -456,12 +549,14 @@ async fn run_one(
             return;
         }
     }
+    let secrets: Vec<String> = params.iter().map(|(_, v)| v.clone()).collect();
+    env.extend(params);
     let ctx = BuildContext {
         src_dir: src,
         state_dir: dir.join("state"),
         env,
-        secrets: Vec::new(),
-        timeout: DEFAULT_TIMEOUT,
+        secrets,
+        timeout: settings.timeout,
         run_as,
     };
     let report = run_build(&spec, &ctx, &mut log, stop).await;
@@ -513,6 +608,13 @@ impl Supervised for Builder {
             .actor_restarts_total
             .with_label_values(&[CONSUMER])
             .inc();
+    }
+}
+
+impl Handler<SetBuilds> for Builder {
+    type Result = ();
+    fn handle(&mut self, msg: SetBuilds, _ctx: &mut Self::Context) {
+        self.settings = msg.0;
     }
 }
 

@@ -3,6 +3,7 @@
 //! Every admin file is read with serde_yaml; a value that fails a check inside its own
 //! deserialization is reported at its own line and column (see [`checked_str`]).
 
+pub mod builds;
 pub mod rules;
 pub mod settings;
 
