@@ -67,6 +67,10 @@ impl DataDir {
     pub fn builds(&self) -> PathBuf {
         self.root.join("builds")
     }
+    /// Sealed, content-addressed artifact blobs.
+    pub fn artifacts(&self) -> PathBuf {
+        self.root.join("artifacts")
+    }
     /// Mail written as `.eml` files when no SMTP server is configured.
     pub fn mail(&self) -> PathBuf {
         self.root.join("mail")

@@ -132,6 +132,7 @@ pub async fn run(
             .unwrap_or_else(|| "slipway.local".into()),
         catalog: Arc::new(crate::state::Catalog(repos.clone())),
         builds_dir: data.builds(),
+        artifacts_dir: data.artifacts(),
     });
     runtime.set_rules(admin.rules.clone(), Arc::new(admin.emails()));
     runtime.set_builds(admin.builds.clone());
@@ -198,7 +199,13 @@ fn secure_permissions(data: &DataDir) -> anyhow::Result<()> {
     std::fs::create_dir_all(data.builds())?;
     set_mode(data.root(), 0o711)?;
     set_mode(&data.builds(), 0o711)?;
-    for dir in [data.keys(), data.repos(), data.run(), data.mail()] {
+    for dir in [
+        data.keys(),
+        data.repos(),
+        data.run(),
+        data.mail(),
+        data.artifacts(),
+    ] {
         std::fs::create_dir_all(&dir)?;
         set_mode(&dir, 0o700)?;
     }

@@ -81,6 +81,7 @@ fn main() {
             message_domain: "bench".into(),
             catalog: Arc::new(NoRepos),
             builds_dir: dir_path.join("builds"),
+            artifacts_dir: dir_path.join("artifacts"),
         });
         runtime.set_rules(Arc::new(rules), Arc::new(Default::default()));
         tokio::time::sleep(Duration::from_millis(200)).await;

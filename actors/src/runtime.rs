@@ -10,6 +10,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::broadcast;
 
+use crate::build::artifacts::ArtifactStore;
 use crate::build::builder::{Builder, SetBuilds, StartBuild, StopBuild};
 use crate::bus::{EventBus, Publish, Subscribe};
 use crate::compose::ServerInfo;
@@ -46,6 +47,8 @@ pub struct RuntimeDeps {
     pub catalog: Arc<dyn RepoCatalog>,
     /// Build workspaces and logs (`DATA/builds`).
     pub builds_dir: std::path::PathBuf,
+    /// Sealed artifact blobs (`DATA/artifacts`).
+    pub artifacts_dir: std::path::PathBuf,
 }
 
 /// Handles to the running actors.
@@ -56,6 +59,7 @@ pub struct Runtime {
     reaper: Addr<BranchReaper>,
     builder: Addr<Builder>,
     builds_dir: std::path::PathBuf,
+    artifacts: ArtifactStore,
     follow: broadcast::Sender<i64>,
     metrics: RuntimeMetrics,
 }
@@ -65,6 +69,7 @@ impl Runtime {
     pub fn start(deps: RuntimeDeps) -> Runtime {
         let metrics = RuntimeMetrics::register(&deps.registry);
         let master_for_builds = deps.master.clone();
+        let artifacts = ArtifactStore::new(deps.artifacts_dir.clone(), deps.master.clone());
         let failpoints = Failpoints::from_env();
         let (follow, _) = broadcast::channel(1024);
         let bus = {
@@ -117,8 +122,18 @@ impl Runtime {
                 server_for_builds,
                 master_for_builds,
             );
+            let artifacts = artifacts.clone();
             Supervisor::start(move |_| {
-                Builder::new(store, catalog, bus, dir, server, master, metrics)
+                Builder::new(
+                    store,
+                    catalog,
+                    bus,
+                    dir,
+                    server,
+                    master,
+                    artifacts.clone(),
+                    metrics,
+                )
             })
         };
         bus.do_send(Subscribe(rules.clone().recipient()));
@@ -129,6 +144,7 @@ impl Runtime {
             reaper,
             builder,
             builds_dir: deps.builds_dir,
+            artifacts,
             follow,
             metrics,
         }
@@ -182,6 +198,11 @@ impl Runtime {
             .send(StopBuild(id))
             .await
             .map_err(|e| format!("builder unavailable: {e}"))?
+    }
+
+    /// The zip of an artifact, checked against tampering.
+    pub fn artifact(&self, sha256: &str) -> Result<Vec<u8>, String> {
+        self.artifacts.get(sha256)
     }
 
     /// Where build `id` writes its log.

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use clap::Subcommand;
-use slipway_actors::store::{BuildRow, NewBuild};
+use slipway_actors::store::{ArtifactRow, BuildRow, NewBuild};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::{json, CommandContext, CommandError, CommandResult, Out};
@@ -51,6 +51,14 @@ pub enum BuildCommand {
         #[arg(long)]
         follow: bool,
     },
+    /// Write an artifact's zip to stdout: `ssh … build artifact 7 > app.zip`.
+    Artifact {
+        /// The build id.
+        id: i64,
+        /// `primary` (default) or a secondary artifact's identifier.
+        #[arg(default_value = "primary")]
+        name: String,
+    },
     /// Stop a queued or running build.
     Stop {
         /// The build id.
@@ -84,6 +92,14 @@ async fn load(ctx: &CommandContext<'_>, id: i64) -> Result<BuildRow, CommandErro
         return Err(not_found(id));
     }
     Ok(build)
+}
+
+async fn artifacts_of(ctx: &CommandContext<'_>, id: i64) -> Result<Vec<ArtifactRow>, CommandError> {
+    let store = ctx.state.store.clone();
+    tokio::task::spawn_blocking(move || store.artifacts(id))
+        .await
+        .map_err(|e| CommandError::internal("reading artifacts", e))?
+        .map_err(|e| CommandError::internal("reading artifacts", e))
 }
 
 fn summary(b: &BuildRow) -> String {
@@ -228,6 +244,12 @@ pub async fn run(ctx: &CommandContext<'_>, cmd: BuildCommand, out: Out<'_>) -> C
             if let Some(d) = &b.detail {
                 text.push_str(&format!("detail: {d}\n"));
             }
+            for a in artifacts_of(ctx, id).await? {
+                text.push_str(&format!(
+                    "artifact {}: {} files, {} bytes, sha256 {}\n",
+                    a.name, a.files, a.size, a.sha256
+                ));
+            }
             Ok(text)
         }
         BuildCommand::Logs { id, follow } => {
@@ -267,6 +289,27 @@ pub async fn run(ctx: &CommandContext<'_>, cmd: BuildCommand, out: Out<'_>) -> C
             } else {
                 String::new()
             })
+        }
+        BuildCommand::Artifact { id, name } => {
+            load(ctx, id).await?;
+            let artifact = artifacts_of(ctx, id)
+                .await?
+                .into_iter()
+                .find(|a| a.name == name)
+                .ok_or_else(|| CommandError::new(format!("build {id} has no artifact `{name}`")))?;
+            let runtime = ctx.state.runtime.clone();
+            let sha = artifact.sha256.clone();
+            let zip = tokio::task::spawn_blocking(move || runtime.artifact(&sha))
+                .await
+                .map_err(|e| CommandError::internal("reading an artifact", e))?
+                .map_err(|e| {
+                    tracing::error!(build = id, error = %e, "artifact refused");
+                    CommandError::new(format!("{e}; tell the administrator"))
+                })?;
+            if out.write_all(&zip).await.is_err() {
+                return Ok(String::new());
+            }
+            Ok(String::new())
         }
         BuildCommand::Stop { id } => {
             let b = load(ctx, id).await?;

@@ -380,3 +380,98 @@ phases:
     .fails()
     .says("builds.yaml:3:15:");
 }
+
+#[test]
+fn artifacts_are_zipped_sealed_at_rest_and_downloadable() {
+    let s = Server::start();
+    let spec = r#"version: 0.2
+phases:
+  build:
+    commands:
+      - mkdir -p out/lib docs
+      - echo binary > out/app && echo lib > out/lib/a.so && echo map > out/lib/a.so.map
+      - echo manual > docs/guide.md
+artifacts:
+  files: ['**/*']
+  base-directory: out
+  exclude-paths: ['**/*.map']
+  secondary-artifacts:
+    docs: { files: ['docs/*'], discard-paths: yes }
+"#;
+    let work = s.local_repo(&s.admin, "w");
+    commit_file(&s, &s.admin, &work, "buildspec.yml", spec, "artifacts");
+    s.git(&s.admin, &work, &["push", &s.url("app-a"), "main"])
+        .ok();
+    let b = wait_done(&s, 1);
+    assert_eq!(b["status"], "SUCCEEDED", "{b}");
+    let phases: Vec<&str> = b["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases, vec!["BUILD", "UPLOAD_ARTIFACTS"]);
+    let download = |name: &str| {
+        Command::new("ssh")
+            .args(s.ssh_base(&s.admin))
+            .arg("git@127.0.0.1")
+            .arg(format!("build artifact 1 {name}"))
+            .output()
+            .unwrap()
+    };
+    let dir = s.scratch("zips");
+    let list = |bytes: &[u8], file: &str| {
+        let path = dir.join(file);
+        std::fs::write(&path, bytes).unwrap();
+        run(Command::new("/usr/bin/python3").args([
+            "-c",
+            "import sys, zipfile; print('\\n'.join(sorted(zipfile.ZipFile(sys.argv[1]).namelist())))",
+        ]).arg(&path))
+        .ok()
+        .stdout
+    };
+    let primary = download("primary");
+    assert!(primary.status.success());
+    assert_eq!(list(&primary.stdout, "primary.zip"), "app\nlib/a.so\n");
+    let docs = download("docs");
+    assert_eq!(list(&docs.stdout, "docs.zip"), "guide.md\n");
+    s.ssh(&s.admin, "build artifact 1 nope")
+        .fails()
+        .says("has no artifact `nope`");
+    s.ssh(&s.admin, "build info 1")
+        .ok()
+        .says("artifact primary: 2 files");
+    // On disk the blobs are sealed: the zip's own bytes do not appear; altering one
+    // makes it refused.
+    let blobs: Vec<std::path::PathBuf> = walk_files(&s.data.join("artifacts"));
+    assert_eq!(blobs.len(), 2, "{blobs:?}");
+    for blob in &blobs {
+        let bytes = std::fs::read(blob).unwrap();
+        assert!(
+            !bytes.windows(4).any(|w| w == b"PK\x03\x04"),
+            "a zip header is visible in {blob:?}"
+        );
+    }
+    for blob in &blobs {
+        let mut bytes = std::fs::read(blob).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(blob, bytes).unwrap();
+    }
+    s.ssh(&s.admin, "build artifact 1").fails().says("refused");
+    // Reading artifacts needs read access to the repository.
+    s.ssh(&s.mallory, "build artifact 1").fails();
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix::prelude::*;
 use tokio_util::sync::CancellationToken;
 
+use super::artifacts::{package, ArtifactStore};
 use super::checkout::{checkout, read_file};
 use super::engine::{run_build, BuildContext, BuildStatus, LogSink};
 use super::spec::{parse_buildspec, BuildSpec};
@@ -24,7 +25,7 @@ use crate::config::builds::{BuildsConfig, RepoBuilds};
 use crate::metrics::RuntimeMetrics;
 use crate::reaper::RepoCatalog;
 use crate::secrets::MasterKey;
-use crate::store::{BuildRow, EventFilter, NewBuild, NewEvent, Store};
+use crate::store::{ArtifactRow, BuildRow, EventFilter, NewBuild, NewEvent, Store};
 
 /// The consumer name (cursor key) of the builder.
 pub const CONSUMER: &str = "builder";
@@ -59,6 +60,7 @@ pub struct Builder {
     builds_dir: PathBuf,
     server: ServerInfo,
     master: MasterKey,
+    artifacts: ArtifactStore,
     metrics: RuntimeMetrics,
     settings: Arc<BuildsConfig>,
     running: HashMap<i64, CancellationToken>,
@@ -67,6 +69,7 @@ pub struct Builder {
 
 impl Builder {
     /// A builder keeping workspaces and logs under `builds_dir`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Store,
         catalog: Arc<dyn RepoCatalog>,
@@ -74,6 +77,7 @@ impl Builder {
         builds_dir: PathBuf,
         server: ServerInfo,
         master: MasterKey,
+        artifacts: ArtifactStore,
         metrics: RuntimeMetrics,
     ) -> Builder {
         Builder {
@@ -83,6 +87,7 @@ impl Builder {
             builds_dir,
             server,
             master,
+            artifacts,
             metrics,
             settings: Arc::new(BuildsConfig::default()),
             running: HashMap::new(),
@@ -121,6 +126,7 @@ impl Builder {
                 build,
                 settings,
                 self.master.clone(),
+                self.artifacts.clone(),
                 self.store.clone(),
                 self.catalog.clone(),
                 self.bus.clone(),
@@ -343,6 +349,7 @@ async fn run_one(
     build: BuildRow,
     settings: RepoBuilds,
     master: MasterKey,
+    artifacts: ArtifactStore,
     store: Store,
     catalog: Arc<dyn RepoCatalog>,
     bus: Addr<EventBus>,
@@ -559,7 +566,69 @@ async fn run_one(
         timeout: settings.timeout,
         run_as,
     };
-    let report = run_build(&spec, &ctx, &mut log, stop).await;
+    let mut report = run_build(&spec, &ctx, &mut log, stop).await;
+    // UPLOAD_ARTIFACTS is attempted even after a failed build phase, but not after a
+    // failed install or pre_build, a timeout or a stop.
+    let ended_early = report.phases.last().is_some_and(|p| {
+        p.status != BuildStatus::Succeeded && matches!(p.name.as_str(), "INSTALL" | "PRE_BUILD")
+    });
+    if let (Some(a), false, true) = (
+        spec.artifacts.clone(),
+        ended_early,
+        matches!(report.status, BuildStatus::Succeeded | BuildStatus::Failed),
+    ) {
+        log.line("[slipway] Entering phase UPLOAD_ARTIFACTS");
+        let started = std::time::Instant::now();
+        let (src_dir, store2, artifacts2) = (ctx.src_dir.clone(), store.clone(), artifacts.clone());
+        let uploaded = tokio::task::spawn_blocking(move || -> Result<Vec<String>, String> {
+            let mut lines = Vec::new();
+            let mut all = vec![("primary".to_string(), a.clone())];
+            all.extend(a.secondary.clone());
+            for (name, spec) in all {
+                let (zip, files) =
+                    package(&src_dir, &spec).map_err(|e| format!("artifact `{name}`: {e}"))?;
+                let sha = artifacts2.put(&zip)?;
+                store2
+                    .artifact_add(
+                        id,
+                        &ArtifactRow {
+                            name: name.clone(),
+                            sha256: sha.clone(),
+                            size: zip.len() as i64,
+                            files: files as i64,
+                        },
+                    )
+                    .map_err(|e| e.to_string())?;
+                lines.push(format!(
+                    "[slipway] Artifact {name}: {files} files, {} bytes, sha256 {sha}",
+                    zip.len()
+                ));
+            }
+            Ok(lines)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("artifact task failed: {e}")));
+        let status = match uploaded {
+            Ok(lines) => {
+                lines.iter().for_each(|l| log.line(l));
+                BuildStatus::Succeeded
+            }
+            Err(e) => {
+                log.line(&format!("[slipway] {e}"));
+                report.status = BuildStatus::Failed;
+                BuildStatus::Failed
+            }
+        };
+        log.line(&format!(
+            "[slipway] Phase complete: UPLOAD_ARTIFACTS State: {}",
+            status.as_str()
+        ));
+        report.phases.push(super::engine::PhaseReport {
+            name: "UPLOAD_ARTIFACTS".into(),
+            status,
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
+    }
     let phases = serde_json::to_value(&report.phases).unwrap_or_default();
     let exported: serde_json::Value = report
         .exported

@@ -8,6 +8,7 @@
 //!   working directory and the environment are carried from command to command and
 //!   phase to phase through a state directory, as CodeBuild does.
 
+pub mod artifacts;
 pub mod builder;
 pub mod checkout;
 pub mod engine;

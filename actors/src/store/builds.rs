@@ -200,3 +200,45 @@ impl Store {
         Ok(())
     }
 }
+
+/// One stored artifact of a build.
+#[derive(Debug, Clone, Serialize)]
+pub struct ArtifactRow {
+    /// `primary`, or the secondary artifact's identifier.
+    pub name: String,
+    /// SHA-256 of the zip (the blob's name).
+    pub sha256: String,
+    /// Zip size in bytes.
+    pub size: i64,
+    /// Files in it.
+    pub files: i64,
+}
+
+impl Store {
+    /// Records an artifact of build `build_id`.
+    pub fn artifact_add(&self, build_id: i64, a: &ArtifactRow) -> Result<(), StoreError> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT OR REPLACE INTO artifacts (build_id, name, sha256, size, files) VALUES (?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![build_id, a.name, a.sha256, a.size, a.files],
+        )?;
+        Ok(())
+    }
+
+    /// The artifacts of build `build_id`.
+    pub fn artifacts(&self, build_id: i64) -> Result<Vec<ArtifactRow>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT name, sha256, size, files FROM artifacts WHERE build_id = ?1 ORDER BY name",
+        )?;
+        let rows = stmt.query_map([build_id], |r| {
+            Ok(ArtifactRow {
+                name: r.get(0)?,
+                sha256: r.get(1)?,
+                size: r.get(2)?,
+                files: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+}

@@ -110,6 +110,16 @@ const MIGRATIONS: &[(i64, &str)] = &[
     );
     CREATE UNIQUE INDEX builds_repo_number ON builds(repo, number);
     CREATE INDEX builds_status ON builds(status);
+    -- Artifacts: zip files stored sealed under the master key, named by the SHA-256
+    -- of their plaintext (so identical artifacts are stored once).
+    CREATE TABLE artifacts (
+        build_id INTEGER NOT NULL REFERENCES builds(id),
+        name     TEXT    NOT NULL,          -- `primary` or the secondary identifier
+        sha256   TEXT    NOT NULL,
+        size     INTEGER NOT NULL,
+        files    INTEGER NOT NULL,
+        PRIMARY KEY (build_id, name)
+    );
     "#,
     ),
 ];

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use audit::{AuditEntry, AuditFilter, AuditKind};
-pub use builds::{BuildRow, NewBuild};
+pub use builds::{ArtifactRow, BuildRow, NewBuild};
 pub use events::{Event, EventFilter, NewEvent};
 pub use outbox::{Delivery, NewDelivery, OutboxStats};
 pub use params::ParamRow;
