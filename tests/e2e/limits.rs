@@ -19,6 +19,16 @@ fn start(overrides: &[(&str, &str)]) -> Server {
     })
 }
 
+/// A server with only the administrator configured: no configuration push happens
+/// under settings (a 2 s idle timeout) that could cut it on a loaded machine.
+fn start_admin_only(overrides: &[(&str, &str)]) -> Server {
+    Server::start_with(Options {
+        settings: Some(settings_yaml(overrides)),
+        init_only: true,
+        ..Default::default()
+    })
+}
+
 fn refused(reason: &str) -> String {
     format!("slipway_ssh_refused_total{{reason=\"{reason}\"}}")
 }
@@ -444,7 +454,7 @@ fn sessions_per_connection_limit_refuses_a_third_session() {
 // With `idle_timeout: 2s`, a session where nothing is sent is closed by the server.
 #[test]
 fn idle_timeout_closes_a_silent_session() {
-    let s = start(&[("idle_timeout", "2s")]);
+    let s = start_admin_only(&[("idle_timeout", "2s")]);
     let mut session = Waiting::start(&s.ssh_base(&s.admin), "admin.git");
     let code = session.child.wait_for(WITHIN);
     assert!(
@@ -495,8 +505,8 @@ fn random_bytes(len: usize) -> Vec<u8> {
 // A slow clone that keeps data moving completes even though it outlasts idle_timeout.
 #[test]
 fn idle_timeout_does_not_cut_off_a_long_transfer() {
-    let idle = Duration::from_secs(2);
-    let s = start(&[("idle_timeout", "2s")]);
+    let idle = Duration::from_secs(3);
+    let s = start_admin_only(&[("idle_timeout", "3s")]);
     let work = s.scratch("big");
     s.git(&s.admin, &work, &["init", "-q", "-b", "main"]).ok();
     let data = random_bytes(6 << 20);

@@ -463,7 +463,19 @@ fn a_crash_between_sending_and_recording_resends_with_the_same_message_id() {
     s.push_admin_file("rules.yaml", rules)
         .ok()
         .says("configuration applied");
-    push_as_alice(&s, "app-web");
+    // The server aborts right after sending, which on a busy machine can happen before
+    // this push's SSH session has closed: the push itself may then report a disconnect
+    // (its refs were already updated, as the mail proves).
+    let work = s.local_repo(&s.alice, "w-app-web");
+    commit_file(
+        &s,
+        &s.alice,
+        &work,
+        "src/lib.rs",
+        "pub fn f() {}\n",
+        "Add the library",
+    );
+    s.git(&s.alice, &work, &["push", &s.url("app-web"), "main"]);
     let first = sink.wait_for(1, Duration::from_secs(60));
     assert_eq!(first.len(), 1, "{}", s.log_text());
     let pid = s.pid();
