@@ -292,44 +292,23 @@ phases:
     assert!(log.contains("Permission denied"), "{log}");
 }
 
-/// Runs `ssh … COMMAND` as `key` with `input` on stdin.
-fn ssh_with_input(s: &Server, key: &Key, command: &str, input: &str) -> Out {
-    use std::io::Write;
-    let mut child = Command::new("ssh")
-        .args(s.ssh_base(key))
-        .arg("git@127.0.0.1")
-        .arg(command)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 #[test]
 fn builds_read_only_the_parameters_builds_yaml_allows_and_mask_them() {
     let s = Server::start();
-    ssh_with_input(&s, &s.admin, "param put /app/token --secure", "t0ps3cret").ok();
-    ssh_with_input(
-        &s,
+    s.ssh_with_stdin(
         &s.admin,
-        "param put /app/json",
-        r#"{"user":"bot","pass":"j50nsecret"}"#,
+        "param put /app/token --secure",
+        "t0ps3cret".as_bytes(),
     )
     .ok();
-    ssh_with_input(&s, &s.admin, "param put /ops/key", "opskey").ok();
+    s.ssh_with_stdin(
+        &s.admin,
+        "param put /app/json",
+        br#"{"user":"bot","pass":"j50nsecret"}"#,
+    )
+    .ok();
+    s.ssh_with_stdin(&s.admin, "param put /ops/key", "opskey".as_bytes())
+        .ok();
     s.push_admin_file(
         "builds.yaml",
         "repos:\n  \"app-*\":\n    timeout: 10m\n    params: [\"/app/*\"]\n",

@@ -416,6 +416,24 @@ impl Server {
             .arg(command))
     }
 
+    /// Runs an admin command over SSH as `key`, with `input` on its stdin.
+    pub fn ssh_with_stdin(&self, key: &Key, command: &str, input: &[u8]) -> Out {
+        let mut child = Command::new("ssh")
+            .args(self.ssh_base(key))
+            .arg("git@127.0.0.1")
+            .arg(command)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ssh runs");
+        if let Some(mut stdin) = child.stdin.take() {
+            // The server may refuse before reading: a broken pipe is fine.
+            let _ = stdin.write_all(input);
+        }
+        Out::from(child.wait_with_output().expect("ssh finishes"))
+    }
+
     /// `GIT_SSH_COMMAND` for `key`.
     pub fn git_ssh_command(&self, key: &Key) -> String {
         let mut parts = vec!["ssh".to_string()];

@@ -144,31 +144,6 @@ fn wait_outbox_empty(s: &Server) {
     }
 }
 
-/// `ssh … COMMAND` as `key` with `input` on stdin.
-fn ssh_with_stdin(s: &Server, key: &Key, command: &str, input: &[u8]) -> Out {
-    let mut child = std::process::Command::new("ssh")
-        .args(s.ssh_base(key))
-        .arg("git@127.0.0.1")
-        .arg(command)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("ssh runs");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        // The server may refuse before reading: a broken pipe is fine.
-        let _ = stdin.write_all(input);
-    }
-    let output = child.wait_with_output().expect("ssh finishes");
-    Out {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
 /// The events of `kind` as the admin sees them (`events --json --type KIND`).
 fn events_of_type(s: &Server, kind: &str) -> Vec<serde_json::Value> {
     let out = s
@@ -585,7 +560,7 @@ fn a_webhook_is_a_signed_json_post_of_the_event() {
         settings: Some(mail_settings(free_port(), 5)),
         ..Options::default()
     });
-    ssh_with_stdin(&s, &s.admin, "param put /hooks/secret --secure", b"s3cret")
+    s.ssh_with_stdin(&s.admin, "param put /hooks/secret --secure", b"s3cret")
         .ok()
         .says("stored /hooks/secret (secure)");
     s.push_admin_file(
@@ -852,15 +827,14 @@ fn bad_rules_yaml_is_refused_with_its_line_and_the_old_rules_stay() {
 fn secure_parameters_are_sealed_at_rest_and_need_param_permissions() {
     let s = Server::start();
     let secret = "pa55-Wurd-7f3c91e2-never-in-plaintext";
-    ssh_with_stdin(
-        &s,
+    s.ssh_with_stdin(
         &s.admin,
         "param put /hooks/secret --secure",
         format!("{secret}\n").as_bytes(),
     )
     .ok()
     .says("stored /hooks/secret (secure)");
-    ssh_with_stdin(&s, &s.admin, "param put /team/plain", b"visible")
+    s.ssh_with_stdin(&s.admin, "param put /team/plain", b"visible")
         .ok()
         .says("stored /team/plain");
 
@@ -904,10 +878,10 @@ fn secure_parameters_are_sealed_at_rest_and_need_param_permissions() {
         .fails()
         .says("param:read")
         .never_says(secret);
-    ssh_with_stdin(&s, &s.alice, "param put /hooks/secret --secure", b"mine")
+    s.ssh_with_stdin(&s.alice, "param put /hooks/secret --secure", b"mine")
         .fails()
         .says("param:write");
-    ssh_with_stdin(&s, &s.alice, "param delete /hooks/secret", b"")
+    s.ssh_with_stdin(&s.alice, "param delete /hooks/secret", b"")
         .fails()
         .says("param:write");
     s.ssh(&s.alice, "param list")

@@ -384,6 +384,26 @@ async fn run_one(
             tracing::info!(build = id, repo = %build.repo, status = s, "build finished");
         }
     };
+    // The source could not be fetched or its buildspec read: CodeBuild's DOWNLOAD_SOURCE.
+    let source_failed = |why: String| {
+        let phases =
+            serde_json::json!([{"name": "DOWNLOAD_SOURCE", "status": "FAILED", "duration_ms": 0}]);
+        finish(
+            BuildStatus::Failed,
+            phases,
+            serde_json::json!([]),
+            Some(why),
+        )
+    };
+    // A build that ends before any phase ran: no phases, nothing exported.
+    let fail_early = |status: BuildStatus, why: String| {
+        finish(
+            status,
+            serde_json::json!([]),
+            serde_json::json!([]),
+            Some(why),
+        )
+    };
     {
         let st = store.clone();
         let _ = tokio::task::spawn_blocking(move || st.build_started(id)).await;
@@ -394,11 +414,9 @@ async fn run_one(
     {
         Ok(f) => f,
         Err(e) => {
-            finish(
+            fail_early(
                 BuildStatus::Fault,
-                serde_json::json!([]),
-                serde_json::json!([]),
-                Some(format!("cannot create the build directory: {e}")),
+                format!("cannot create the build directory: {e}"),
             )
             .await;
             return;
@@ -407,13 +425,7 @@ async fn run_one(
     let mut log = FileLog(std::io::BufWriter::new(log_file));
     let Some(repo_path) = catalog.path(&build.repo) else {
         log.line("[slipway] The repository no longer exists");
-        finish(
-            BuildStatus::Fault,
-            serde_json::json!([]),
-            serde_json::json!([]),
-            Some("repository not found".into()),
-        )
-        .await;
+        fail_early(BuildStatus::Fault, "repository not found".into()).await;
         return;
     };
     log.line(&format!(
@@ -438,7 +450,7 @@ async fn run_one(
         Ok(t) => t,
         Err(e) => {
             log.line(&format!("[slipway] DOWNLOAD_SOURCE failed: {e}"));
-            finish(BuildStatus::Failed, serde_json::json!([{"name": "DOWNLOAD_SOURCE", "status": "FAILED", "duration_ms": 0}]), serde_json::json!([]), Some(e)).await;
+            source_failed(e).await;
             return;
         }
     };
@@ -446,7 +458,7 @@ async fn run_one(
         Ok(s) => s,
         Err(e) => {
             log.line(&format!("[slipway] {e}"));
-            finish(BuildStatus::Failed, serde_json::json!([{"name": "DOWNLOAD_SOURCE", "status": "FAILED", "duration_ms": 0}]), serde_json::json!([]), Some(e.to_string())).await;
+            source_failed(e.to_string()).await;
             return;
         }
     };
@@ -465,13 +477,7 @@ async fn run_one(
         Ok(p) => p,
         Err(msg) => {
             log.line(&format!("[slipway] {msg}"));
-            finish(
-                BuildStatus::Failed,
-                serde_json::json!([]),
-                serde_json::json!([]),
-                Some(msg),
-            )
-            .await;
+            fail_early(BuildStatus::Failed, msg).await;
             return;
         }
     };
@@ -529,13 +535,7 @@ async fn run_one(
             blocked.display()
         );
         log.line(&format!("[slipway] {msg}"));
-        finish(
-            BuildStatus::Fault,
-            serde_json::json!([]),
-            serde_json::json!([]),
-            Some(msg),
-        )
-        .await;
+        fail_early(BuildStatus::Fault, msg).await;
         return;
     }
     if let Some((uid, gid)) = run_as {
@@ -546,13 +546,7 @@ async fn run_one(
             log.line(&format!(
                 "[slipway] cannot hand the workspace to the build user: {e}"
             ));
-            finish(
-                BuildStatus::Fault,
-                serde_json::json!([]),
-                serde_json::json!([]),
-                Some(e.to_string()),
-            )
-            .await;
+            fail_early(BuildStatus::Fault, e.to_string()).await;
             return;
         }
     }
