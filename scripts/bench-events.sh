@@ -5,14 +5,24 @@
 # post-receive hook that mails through smtplib. Prints p50/p99 and ratios, and checks
 # that no event was lost.
 #
-#   scripts/bench-events.sh [--quick]        (results go in docs/benchmarks.md by hand)
+#   scripts/bench-events.sh [--quick] [--slipway-only]   (results go in docs/benchmarks.md by hand)
+#
+# --slipway-only skips the baseline and prints slipway's JSON, with the time split into
+# stored -> queued (rules engine) and queued -> accepted (notifier + SMTP).
 #
 # Needs: openssh-server, python3-aiosmtpd (installed with apt when missing). Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 QUICK=0
-[ "${1:-}" = "--quick" ] && QUICK=1
+ONLY=0
+for arg in "$@"; do
+  case $arg in
+    --quick) QUICK=1 ;;
+    --slipway-only) ONLY=1 ;;
+    *) echo "usage: $0 [--quick] [--slipway-only]" >&2; exit 2 ;;
+  esac
+done
 SEQ=500
 CLIENTS=20
 PER=25
@@ -73,6 +83,10 @@ $PY scripts/bench/events_load.py --mode slipway --url-base "ssh://git@127.0.0.1:
   --db "$RUN/slipway/slipway.db" --sequential $SEQ --clients $CLIENTS --per-client $PER \
   >"$RUN/slipway.json"
 SLIPWAY_RSS=$(awk '/VmHWM/ {print $2}' "/proc/$SERVER_PID/status")
+if [ $ONLY = 1 ]; then
+  $PY -m json.tool "$RUN/slipway.json"
+  exit 0
+fi
 
 # ---- baseline: OpenSSH + git-shell + a mailing post-receive hook --------------------------
 log "baseline: OpenSSH + git-shell + smtplib post-receive hook"

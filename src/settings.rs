@@ -62,6 +62,9 @@ pub struct HttpSettings {
 pub struct GitSettings {
     /// The git program.
     pub binary: String,
+    /// Niceness (0–19) of the git processes serving clones and pushes, and of the hooks
+    /// they run: pack work yields the CPU to the server's event delivery and handshakes.
+    pub nice: i32,
 }
 
 impl Default for SshSettings {
@@ -90,6 +93,7 @@ impl Default for GitSettings {
     fn default() -> Self {
         GitSettings {
             binary: "git".into(),
+            nice: 10,
         }
     }
 }
@@ -113,6 +117,13 @@ impl Settings {
                 "{}: notify.from `{}` is not an email address",
                 path.display(),
                 settings.notify.from
+            );
+        }
+        if !(0..=19).contains(&settings.git.nice) {
+            anyhow::bail!(
+                "{}: git.nice must be between 0 (no change) and 19 (lowest priority), not {}",
+                path.display(),
+                settings.git.nice
             );
         }
         if settings.ssh.max_sessions_per_connection == 0 || settings.ssh.max_unauthenticated == 0 {
@@ -140,5 +151,16 @@ mod tests {
     fn bad_duration_says_what_to_write() {
         let err = serde_yaml::from_str::<Settings>("ssh: { idle_timeout: soon }").unwrap_err();
         assert!(err.to_string().contains("write e.g."), "{err}");
+    }
+
+    #[test]
+    fn git_niceness_defaults_to_10_and_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slipway.yaml");
+        std::fs::write(&path, "git: { binary: git }\n").unwrap();
+        assert_eq!(Settings::load(&path).unwrap().git.nice, 10);
+        std::fs::write(&path, "git: { nice: 25 }\n").unwrap();
+        let err = Settings::load(&path).unwrap_err().to_string();
+        assert!(err.contains("git.nice must be between 0"), "{err}");
     }
 }

@@ -15,7 +15,7 @@ use crate::failpoints::Failpoints;
 use crate::metrics::RuntimeMetrics;
 use crate::notify::DeliveriesQueued;
 use crate::reaper::RunAction;
-use crate::store::{Event, EventFilter, NewDelivery, Store};
+use crate::store::{Delivery, Event, EventFilter, NewDelivery, Store};
 
 /// The consumer name (cursor key) of the rules engine.
 pub const CONSUMER: &str = "rules";
@@ -54,7 +54,7 @@ pub struct RulesEngine {
 struct Batch {
     events: usize,
     actions: Vec<(String, Action, Event)>,
-    queued: usize,
+    queued: Vec<Delivery>,
 }
 
 impl RulesEngine {
@@ -114,8 +114,10 @@ impl RulesEngine {
             match outcome {
                 Ok(batch) => {
                     act.failures.clear();
-                    if batch.queued > 0 {
-                        let _ = act.notifier.try_send(DeliveriesQueued);
+                    if !batch.queued.is_empty() {
+                        // Handed over directly: the notifier need not read them back.
+                        // If its mailbox is full they wait for its next poll.
+                        let _ = act.notifier.try_send(DeliveriesQueued(batch.queued));
                     }
                     for (rule, action, event) in batch.actions {
                         let _ = act.reaper.try_send(RunAction {
@@ -189,7 +191,7 @@ fn process_batch(
         return Ok(Batch {
             events: 0,
             actions: Vec::new(),
-            queued: 0,
+            queued: Vec::new(),
         });
     };
     if failpoints.fire("rules-panic") {
@@ -218,13 +220,13 @@ fn process_batch(
             }
         }
     }
-    store
+    let queued = store
         .enqueue_and_advance(CONSUMER, last, &deliveries, domain)
         .map_err(|e| e.to_string())?;
     Ok(Batch {
         events: events.len(),
         actions,
-        queued: deliveries.len(),
+        queued,
     })
 }
 

@@ -122,12 +122,18 @@ def main():
 
     acc = accepted(args.sink)
     latencies = {"sequential": [], "concurrent": []}
+    # slipway only: where the time goes. stored -> queued in the outbox (rules engine),
+    # queued -> accepted by the SMTP server (notifier + SMTP).
+    stages = {"sequential": {"rules": [], "send": []}, "concurrent": {"rules": [], "send": []}}
     lost = 0
     if args.mode == "slipway":
         db = sqlite3.connect(args.db)
         rows = db.execute(
             "SELECT id, time, repo FROM events WHERE type = 'push' AND repo LIKE 'bench-%' ORDER BY id"
         ).fetchall()
+        queued = dict(
+            db.execute("SELECT event_id, MIN(created) FROM outbox WHERE kind = 'email' GROUP BY event_id")
+        )
         by_event = {}
         for mid, t in acc.items():
             parts = mid.strip("<>").split(".")
@@ -140,6 +146,9 @@ def main():
                 lost += 1
                 continue
             latencies[phase].append(by_event[eid] - stored_t)
+            if eid in queued:
+                stages[phase]["rules"].append(queued[eid] - stored_t)
+                stages[phase]["send"].append(by_event[eid] - queued[eid])
         events = len(rows)
     else:
         starts = {}
@@ -169,6 +178,10 @@ def main():
             "mail_max_ms": round(max(lat) * 1000, 1) if lat else None,
             "mails": len(lat),
         }
+        for stage, values in stages[phase].items():
+            if values:
+                report["phases"][phase][f"{stage}_p50_ms"] = round(percentile(values, 50) * 1000, 1)
+                report["phases"][phase][f"{stage}_p99_ms"] = round(percentile(values, 99) * 1000, 1)
     print(json.dumps(report))
 
 

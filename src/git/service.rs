@@ -63,8 +63,13 @@ pub fn valid_git_protocol(value: &str) -> bool {
 ///
 /// The environment is cleared and rebuilt from an allow-list: `PATH`, `HOME` (the data
 /// directory), `GIT_PROTOCOL` when valid, and `extra` (the hook socket and push token).
+/// With `nice` above 0, git (and the hooks it runs) get that much lower CPU priority, so
+/// that pack work cannot starve the server's own control plane (events, mail, SSH
+/// handshakes) on a busy machine.
+#[allow(clippy::too_many_arguments)]
 pub fn git_command(
     git: &str,
+    nice: i32,
     service: Service,
     repo: &Path,
     home: &Path,
@@ -116,6 +121,17 @@ pub fn git_command(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    if nice > 0 {
+        // SAFETY: the closure runs in the forked child before exec and only makes one
+        // async-signal-safe system call.
+        unsafe {
+            cmd.pre_exec(move || {
+                // Best effort: a failure leaves git at the server's priority.
+                libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+                Ok(())
+            });
+        }
+    }
     cmd
 }
 

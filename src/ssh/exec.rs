@@ -186,6 +186,7 @@ async fn run_git(
     }
     let mut cmd = git_command(
         &state.settings.git.binary,
+        state.settings.git.nice,
         service,
         &repo_path,
         state.data.root(),

@@ -717,3 +717,60 @@ fn many_clones_at_once() {
     }
     s.ssh(&s.alice, "whoami").ok();
 }
+
+/// git (and the hooks it runs) serve clones and pushes at the configured niceness, so
+/// pack work yields the CPU to the server; `git.nice: 0` leaves them at its priority.
+#[test]
+fn git_runs_at_the_configured_niceness() {
+    let base: i32 = String::from_utf8(Command::new("nice").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for (setting, expected) in [(None, (base + 10).min(19)), (Some(0), base)] {
+        // git.binary pointing at a wrapper that records its niceness, then runs git.
+        let wrap = tempfile::tempdir().unwrap();
+        let record = wrap.path().join("nice.txt");
+        let script = wrap.path().join("git-wrapper");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"$(nice) $*\" >> '{}'\nexec git \"$@\"\n",
+                record.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let mut yaml = settings_yaml(&[]).replace(
+            "  binary: git\n",
+            &format!("  binary: {}\n", script.display()),
+        );
+        if let Some(n) = setting {
+            yaml.push_str(&format!("  nice: {n}\n"));
+        }
+        let s = Server::start_with(Options {
+            settings: Some(yaml),
+            ..Default::default()
+        });
+        let work = s.local_repo(&s.alice, "w");
+        s.git(&s.alice, &work, &["push", &s.url("app-nice"), "main"])
+            .ok();
+        let dir = s.scratch("clone");
+        s.git(&s.alice, &dir, &["clone", "-q", &s.url("app-nice")])
+            .ok();
+        // The server runs git for other work too (reading history); the transport
+        // processes are the ones that matter here.
+        let seen = std::fs::read_to_string(&record).unwrap();
+        let values: Vec<&str> = seen
+            .lines()
+            .filter(|l| l.contains("-pack ") && l.contains("app-nice.git"))
+            .map(|l| l.split(' ').next().unwrap_or(""))
+            .collect();
+        assert_eq!(values.len(), 2, "one push, one clone: {seen}");
+        assert!(
+            values.iter().all(|v| *v == expected.to_string()),
+            "git.nice {setting:?}: git ran at {values:?}, expected {expected}"
+        );
+    }
+}

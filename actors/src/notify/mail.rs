@@ -60,8 +60,9 @@ fn classify(e: lettre::transport::smtp::Error) -> Outcome {
     }
 }
 
-/// Idle connections kept for reuse.
-const POOL: usize = 4;
+/// Idle connections kept for reuse: as many as deliveries run at once, so a burst does
+/// not pay for new connections (connect, greeting, EHLO) on every message.
+const POOL: usize = 16;
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 impl SmtpClient {

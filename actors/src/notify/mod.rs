@@ -25,10 +25,11 @@ use crate::store::{Delivery, NewEvent, Store};
 /// Deliveries at once.
 const MAX_IN_FLIGHT: usize = 16;
 
-/// Wakes the notifier: new deliveries are queued.
-#[derive(Message, Clone, Copy)]
+/// Wakes the notifier: these deliveries were just queued (stored in the outbox). An
+/// empty list just asks it to look at the outbox.
+#[derive(Message)]
 #[rtype(result = "()")]
-pub struct DeliveriesQueued;
+pub struct DeliveriesQueued(pub Vec<Delivery>);
 
 /// The result of one attempt.
 #[derive(Debug)]
@@ -65,6 +66,12 @@ pub struct Notifier {
     failpoints: Failpoints,
     in_flight: HashSet<i64>,
     polling: bool,
+    /// A wake-up came while a poll was running: poll again when it ends, or deliveries
+    /// queued meanwhile would wait for the next interval tick.
+    again: bool,
+    /// Deliveries that finished while a poll was reading the outbox: that poll may have
+    /// read them as still pending, and must not start them again.
+    finished_during_poll: HashSet<i64>,
 }
 
 impl Notifier {
@@ -86,14 +93,22 @@ impl Notifier {
             failpoints,
             in_flight: HashSet::new(),
             polling: false,
+            again: false,
+            finished_during_poll: HashSet::new(),
         }
     }
 
     fn poll(&mut self, ctx: &mut Context<Self>) {
-        if self.polling || self.in_flight.len() >= MAX_IN_FLIGHT {
+        if self.polling {
+            self.again = true;
+            return;
+        }
+        if self.in_flight.len() >= MAX_IN_FLIGHT {
+            // A finishing delivery polls again.
             return;
         }
         self.polling = true;
+        self.again = false;
         let store = self.store.clone();
         let in_flight: Vec<i64> = self.in_flight.iter().copied().collect();
         let room = MAX_IN_FLIGHT - in_flight.len();
@@ -104,6 +119,7 @@ impl Notifier {
         });
         ctx.spawn(fetch.into_actor(self).map(|result, act, ctx| {
             act.polling = false;
+            let finished = std::mem::take(&mut act.finished_during_poll);
             let Ok((due, stats)) = result else { return };
             if let Ok(stats) = stats {
                 act.metrics.outbox_depth.set(stats.pending);
@@ -114,10 +130,15 @@ impl Notifier {
             match due {
                 Ok(due) => {
                     for delivery in due {
-                        act.start(delivery, ctx);
+                        if !finished.contains(&delivery.id) {
+                            act.start(delivery, ctx);
+                        }
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "cannot read the outbox"),
+            }
+            if act.again {
+                act.poll(ctx);
             }
         }));
     }
@@ -147,6 +168,9 @@ impl Notifier {
         };
         ctx.spawn(job.into_actor(self).map(move |(), act, ctx| {
             act.in_flight.remove(&id);
+            if act.polling {
+                act.finished_during_poll.insert(id);
+            }
             act.poll(ctx);
         }));
     }
@@ -237,8 +261,10 @@ impl Actor for Notifier {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(64);
         self.polling = false;
+        self.again = false;
+        self.finished_during_poll.clear();
         self.in_flight.clear();
-        ctx.notify(DeliveriesQueued);
+        ctx.notify(DeliveriesQueued(Vec::new()));
         // Retries come due with time, not with messages.
         ctx.run_interval(Duration::from_millis(500), |act, ctx| act.poll(ctx));
     }
@@ -255,8 +281,19 @@ impl Supervised for Notifier {
 
 impl Handler<DeliveriesQueued> for Notifier {
     type Result = ();
-    fn handle(&mut self, _msg: DeliveriesQueued, ctx: &mut Self::Context) {
-        self.poll(ctx);
+    fn handle(&mut self, msg: DeliveriesQueued, ctx: &mut Self::Context) {
+        let mut left = msg.0.is_empty();
+        for delivery in msg.0 {
+            if self.in_flight.len() < MAX_IN_FLIGHT {
+                self.start(delivery, ctx);
+            } else {
+                left = true;
+            }
+        }
+        // What did not fit is in the outbox; a poll (now, or when room frees up) finds it.
+        if left {
+            self.poll(ctx);
+        }
     }
 }
 

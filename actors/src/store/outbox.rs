@@ -65,10 +65,10 @@ impl Store {
         last_id: i64,
         deliveries: &[NewDelivery],
         message_domain: &str,
-    ) -> Result<Vec<i64>, StoreError> {
+    ) -> Result<Vec<Delivery>, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let mut ids = Vec::with_capacity(deliveries.len());
+        let mut queued = Vec::with_capacity(deliveries.len());
         let created = now();
         for d in deliveries {
             let token: u64 = rand::random();
@@ -89,7 +89,15 @@ impl Store {
                     d.payload.to_string()
                 ],
             )?;
-            ids.push(tx.last_insert_rowid());
+            queued.push(Delivery {
+                id: tx.last_insert_rowid(),
+                created,
+                delivery: d.clone(),
+                message_id,
+                attempts: 0,
+                state: "pending".into(),
+                last_error: None,
+            });
         }
         tx.execute(
             "INSERT INTO cursors (consumer, last_id) VALUES (?1, ?2)
@@ -97,7 +105,7 @@ impl Store {
             rusqlite::params![consumer, last_id],
         )?;
         tx.commit()?;
-        Ok(ids)
+        Ok(queued)
     }
 
     /// Pending deliveries due now, oldest first, skipping `in_flight`.

@@ -138,15 +138,19 @@ fn outbox_enqueue_moves_the_cursor_in_the_same_transaction() {
         target: "a@example.com".into(),
         payload: serde_json::json!({"subject": "s"}),
     };
-    let ids = store
+    let queued = store
         .enqueue_and_advance("rules", 5, &[d.clone(), d], "example.com")
         .unwrap();
+    let ids: Vec<i64> = queued.iter().map(|q| q.id).collect();
     assert_eq!(store.cursor("rules", 0).unwrap(), 5);
     let due = store.due_deliveries(10, &[]).unwrap();
     assert_eq!(due.len(), 2);
     assert!(due[0].message_id.starts_with("<slipway.5."));
     assert!(due[0].message_id.ends_with("@example.com>"));
     assert_ne!(due[0].message_id, due[1].message_id);
+    // What enqueueing answers is what the outbox holds.
+    assert_eq!(due[0].message_id, queued[0].message_id);
+    assert_eq!(due[1].delivery.target, queued[1].delivery.target);
     assert_eq!(store.due_deliveries(10, &[ids[0]]).unwrap().len(), 1);
     assert_eq!(store.outbox_stats().unwrap().pending, 2);
 
