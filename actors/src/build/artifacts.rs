@@ -16,7 +16,9 @@ use sha2::{Digest, Sha256};
 use super::spec::Artifacts;
 use crate::secrets::MasterKey;
 
-fn globs(patterns: &[String]) -> Result<GlobSet, String> {
+/// The glob set `patterns` make (a leading `./` is dropped; `*` stays within one
+/// directory, `**` crosses them); errors read "pattern `p`: why".
+pub(crate) fn globs(patterns: &[String]) -> Result<GlobSet, String> {
     let mut b = GlobSetBuilder::new();
     for p in patterns {
         let p = p.trim_start_matches("./");
@@ -24,13 +26,15 @@ fn globs(patterns: &[String]) -> Result<GlobSet, String> {
             GlobBuilder::new(p)
                 .literal_separator(true)
                 .build()
-                .map_err(|e| format!("artifact pattern `{p}`: {}", e.kind()))?,
+                .map_err(|e| format!("pattern `{p}`: {}", e.kind()))?,
         );
     }
     b.build().map_err(|e| e.to_string())
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+/// Appends the regular files under `dir` to `out`, as paths relative to `root`, sorted
+/// by name; symbolic links (to files or directories) are never followed nor listed.
+pub(crate) fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.flatten().collect();
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
@@ -73,8 +77,8 @@ pub fn package(src: &Path, spec: &Artifacts) -> Result<(Vec<u8>, usize), String>
             ))
         }
     }
-    let include = globs(&spec.files)?;
-    let exclude = globs(&spec.exclude_paths)?;
+    let include = globs(&spec.files).map_err(|e| format!("artifact {e}"))?;
+    let exclude = globs(&spec.exclude_paths).map_err(|e| format!("artifact {e}"))?;
     let mut all = Vec::new();
     walk(&base, &base, &mut all).map_err(|e| format!("cannot list {}: {e}", base.display()))?;
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));

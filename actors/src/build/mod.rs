@@ -7,11 +7,14 @@
 //! - [`shell`]: the local executor. Each command runs in its own shell process; the
 //!   working directory and the environment are carried from command to command and
 //!   phase to phase through a state directory, as CodeBuild does.
+//! - [`reports`]: reading a `reports` group's files (JUnit, TestNG, NUnit 3 XML) into a
+//!   [`reports::ReportSummary`].
 
 pub mod artifacts;
 pub mod builder;
 pub mod checkout;
 pub mod engine;
+pub mod reports;
 pub mod shell;
 pub mod spec;
 

@@ -4,7 +4,9 @@
 //! `secrets-manager`, `exported-variables`, `git-credential-helper`), `phases`
 //! (`install`, `pre_build`, `build`, `post_build`, each with `run-as`, `on-failure`,
 //! `commands`, `finally`; `runtime-versions` in install is accepted and ignored, as the
-//! image decides), `artifacts`, `cache`, `reports` (accepted, not processed yet).
+//! image decides), `artifacts`, `cache`, `reports` (report groups in file order, each with
+//! `files`, `base-directory`, `file-format` and `discard-paths`, which is accepted and
+//! ignored; [`super::reports`] reads the files).
 
 use std::collections::BTreeMap;
 
@@ -28,6 +30,8 @@ pub struct BuildSpec {
     pub artifacts: Option<Artifacts>,
     /// `cache.paths`.
     pub cache_paths: Vec<String>,
+    /// The `reports` section: report groups, in file order.
+    pub reports: Vec<ReportGroup>,
 }
 
 /// The `env` section.
@@ -105,6 +109,79 @@ pub struct Artifacts {
     pub secondary: BTreeMap<String, Artifacts>,
 }
 
+/// One report group of the `reports` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReportGroup {
+    /// The report group's name (a name or an ARN, as CodeBuild allows).
+    pub name: String,
+    /// Globs of report files, relative to `base_directory` (or the source root).
+    pub files: Vec<String>,
+    /// Directory the globs are relative to.
+    pub base_directory: Option<String>,
+    /// How the files are written.
+    pub file_format: ReportFormat,
+}
+
+/// `file-format` of a report group: CodeBuild's test formats, then its code coverage
+/// formats (accepted so that CodeBuild buildspecs parse; see [`super::reports`] for
+/// which are read).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReportFormat {
+    /// `JUNITXML` (the default).
+    #[default]
+    JunitXml,
+    /// `CUCUMBERJSON`.
+    CucumberJson,
+    /// `TESTNGXML`.
+    TestNgXml,
+    /// `VISUALSTUDIOTRX`.
+    VisualStudioTrx,
+    /// `NUNITXML` (NUnit 2).
+    NunitXml,
+    /// `NUNIT3XML`.
+    Nunit3Xml,
+    /// `CLOVERXML` (code coverage).
+    CloverXml,
+    /// `COBERTURAXML` (code coverage).
+    CoberturaXml,
+    /// `JACOCOXML` (code coverage).
+    JacocoXml,
+    /// `SIMPLECOV` (code coverage).
+    SimpleCov,
+}
+
+impl ReportFormat {
+    /// Every format, in the order error messages list them.
+    pub const ALL: [ReportFormat; 10] = [
+        ReportFormat::JunitXml,
+        ReportFormat::CucumberJson,
+        ReportFormat::TestNgXml,
+        ReportFormat::VisualStudioTrx,
+        ReportFormat::NunitXml,
+        ReportFormat::Nunit3Xml,
+        ReportFormat::CloverXml,
+        ReportFormat::CoberturaXml,
+        ReportFormat::JacocoXml,
+        ReportFormat::SimpleCov,
+    ];
+
+    /// The name a buildspec writes.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReportFormat::JunitXml => "JUNITXML",
+            ReportFormat::CucumberJson => "CUCUMBERJSON",
+            ReportFormat::TestNgXml => "TESTNGXML",
+            ReportFormat::VisualStudioTrx => "VISUALSTUDIOTRX",
+            ReportFormat::NunitXml => "NUNITXML",
+            ReportFormat::Nunit3Xml => "NUNIT3XML",
+            ReportFormat::CloverXml => "CLOVERXML",
+            ReportFormat::CoberturaXml => "COBERTURAXML",
+            ReportFormat::JacocoXml => "JACOCOXML",
+            ReportFormat::SimpleCov => "SIMPLECOV",
+        }
+    }
+}
+
 // ---- raw shapes ---------------------------------------------------------------------
 
 #[derive(Deserialize)]
@@ -123,8 +200,8 @@ struct RawSpec {
     #[serde(default, rename = "batch")]
     _batch: Option<serde_yaml::Value>,
     phases: RawPhases,
-    #[serde(default, rename = "reports")]
-    _reports: Option<serde_yaml::Value>,
+    #[serde(default)]
+    reports: Option<RawReports>,
     #[serde(default)]
     artifacts: Option<RawArtifacts>,
     #[serde(default)]
@@ -299,12 +376,147 @@ struct RawArtifacts {
 struct YesNo(bool);
 impl<'de> Deserialize<'de> for YesNo {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match serde_yaml::Value::deserialize(d)? {
-            serde_yaml::Value::Bool(b) => Ok(YesNo(b)),
-            serde_yaml::Value::String(s) if s == "yes" => Ok(YesNo(true)),
-            serde_yaml::Value::String(s) if s == "no" => Ok(YesNo(false)),
-            _ => Err(serde::de::Error::custom("write yes or no")),
+        // A visitor rather than a `Value`, so that a wrong value is reported at its own
+        // position, not at the enclosing map.
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = YesNo;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("yes or no")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<YesNo, E> {
+                Ok(YesNo(b))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<YesNo, E> {
+                match s {
+                    "yes" => Ok(YesNo(true)),
+                    "no" => Ok(YesNo(false)),
+                    _ => Err(E::custom("write yes or no")),
+                }
+            }
         }
+        d.deserialize_any(Visit)
+    }
+}
+
+/// The `reports` map, in file order, each name once.
+struct RawReports(Vec<(String, RawReportGroup)>);
+impl<'de> Deserialize<'de> for RawReports {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Groups;
+        impl<'de> serde::de::Visitor<'de> for Groups {
+            type Value = RawReports;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of report group names to report groups")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawReports, A::Error> {
+                let mut groups: Vec<(String, RawReportGroup)> = Vec::new();
+                while let Some(name) = map.next_key::<ReportGroupName>()? {
+                    if groups.iter().any(|(n, _)| *n == name.0) {
+                        return Err(serde::de::Error::custom(format!(
+                            "report group `{}` is defined twice",
+                            name.0
+                        )));
+                    }
+                    groups.push((name.0, map.next_value()?));
+                }
+                Ok(RawReports(groups))
+            }
+        }
+        d.deserialize_map(Groups)
+    }
+}
+
+/// A report group name or ARN: printable text, at most 256 bytes.
+struct ReportGroupName(String);
+impl<'de> Deserialize<'de> for ReportGroupName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked_str(d, |s| {
+            if s.trim().is_empty() || s.len() > 256 || s.chars().any(char::is_control) {
+                Err(format!(
+                    "report group name `{}` must be printable text of at most 256 bytes",
+                    s.escape_default()
+                ))
+            } else {
+                Ok(ReportGroupName(s))
+            }
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawReportGroup {
+    files: ReportFiles,
+    #[serde(default)]
+    base_directory: Option<BaseDirectory>,
+    #[serde(default, rename = "discard-paths")]
+    _discard_paths: Option<YesNo>,
+    #[serde(default)]
+    file_format: Option<ReportFormatName>,
+}
+
+/// `files` of a report group: at least one glob, each checked as the selection reads it.
+struct ReportFiles(Vec<String>);
+impl<'de> Deserialize<'de> for ReportFiles {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let files: Vec<Glob> = Vec::deserialize(d)?;
+        if files.is_empty() {
+            return Err(serde::de::Error::custom(
+                "a report group's files must name at least one glob (e.g. `files: ['**/*.xml']`)",
+            ));
+        }
+        Ok(ReportFiles(files.into_iter().map(|g| g.0).collect()))
+    }
+}
+
+struct Glob(String);
+impl<'de> Deserialize<'de> for Glob {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked_str(d, |s| {
+            super::artifacts::globs(std::slice::from_ref(&s))
+                .map(|_| Glob(s))
+                .map_err(|e| format!("report {e}"))
+        })
+    }
+}
+
+/// A directory inside the source: relative, without `..`.
+struct BaseDirectory(String);
+impl<'de> Deserialize<'de> for BaseDirectory {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked_str(d, |s| {
+            let p = std::path::Path::new(&s);
+            if p.is_absolute()
+                || p.components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                Err(format!(
+                    "base-directory `{s}` must be a path inside the source"
+                ))
+            } else {
+                Ok(BaseDirectory(s))
+            }
+        })
+    }
+}
+
+struct ReportFormatName(ReportFormat);
+impl<'de> Deserialize<'de> for ReportFormatName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked_str(d, |s| {
+            ReportFormat::ALL
+                .into_iter()
+                .find(|f| f.name() == s)
+                .map(ReportFormatName)
+                .ok_or_else(|| {
+                    let names: Vec<_> = ReportFormat::ALL.iter().map(|f| f.name()).collect();
+                    format!("file-format `{s}` is not one of {}", names.join(", "))
+                })
+        })
     }
 }
 
@@ -412,6 +624,18 @@ pub fn parse_buildspec(file: &str, text: &str) -> Result<BuildSpec, ConfigError>
         spec.artifacts = Some(artifacts(a));
     }
     spec.cache_paths = raw.cache.map(|c| c.paths).unwrap_or_default();
+    spec.reports = raw
+        .reports
+        .map(|r| r.0)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, g)| ReportGroup {
+            name,
+            files: g.files.0,
+            base_directory: g.base_directory.map(|b| b.0),
+            file_format: g.file_format.map(|f| f.0).unwrap_or_default(),
+        })
+        .collect();
     Ok(spec)
 }
 
@@ -468,6 +692,125 @@ cache:
         assert!(a.discard_paths);
         assert_eq!(a.secondary["docs"].base_directory.as_deref(), Some("docs"));
         assert_eq!(spec.cache_paths, vec!["target/**/*"]);
+        assert_eq!(
+            spec.reports,
+            vec![ReportGroup {
+                name: "unit".into(),
+                files: vec!["junit.xml".into()],
+                base_directory: None,
+                file_format: ReportFormat::JunitXml,
+            }]
+        );
+    }
+
+    #[test]
+    fn report_groups_keep_file_order() {
+        let spec = parse_buildspec(
+            "buildspec.yml",
+            r#"version: 0.2
+phases: {}
+reports:
+  unit-tests:
+    files:
+      - "**/*.xml"
+    base-directory: target/surefire-reports
+    discard-paths: no
+    file-format: JUNITXML
+  arn:aws:codebuild:eu-west-1:123456789012:report-group/it:
+    files: ['testng-results.xml']
+    file-format: TESTNGXML
+  coverage:
+    files: [ coverage.xml ]
+    discard-paths: yes
+    file-format: COBERTURAXML
+  nunit: { files: [ 'TestResult.xml' ], file-format: NUNIT3XML }
+"#,
+        )
+        .unwrap();
+        let names: Vec<_> = spec.reports.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "unit-tests",
+                "arn:aws:codebuild:eu-west-1:123456789012:report-group/it",
+                "coverage",
+                "nunit"
+            ]
+        );
+        assert_eq!(spec.reports[0].files, vec!["**/*.xml"]);
+        assert_eq!(
+            spec.reports[0].base_directory.as_deref(),
+            Some("target/surefire-reports")
+        );
+        let formats: Vec<_> = spec.reports.iter().map(|r| r.file_format).collect();
+        assert_eq!(
+            formats,
+            vec![
+                ReportFormat::JunitXml,
+                ReportFormat::TestNgXml,
+                ReportFormat::CoberturaXml,
+                ReportFormat::Nunit3Xml
+            ]
+        );
+        for empty in ["reports:\n", "reports: {}\n"] {
+            let text = format!("version: 0.2\nphases: {{}}\n{empty}");
+            assert!(parse_buildspec("b.yml", &text).unwrap().reports.is_empty());
+        }
+    }
+
+    #[test]
+    fn report_mistakes_are_located() {
+        let err = |group: &str| {
+            let text = format!("version: 0.2\nphases: {{}}\nreports:\n  unit:\n{group}");
+            parse_buildspec("b.yml", &text).unwrap_err()
+        };
+        let e = err("    files: [a.xml]\n    file-format: JUNIT\n");
+        assert_eq!((e.file.as_str(), e.line, e.column), ("b.yml", 6, 18), "{e}");
+        assert!(
+            e.message.contains(
+                "file-format `JUNIT` is not one of JUNITXML, CUCUMBERJSON, TESTNGXML, \
+                 VISUALSTUDIOTRX, NUNITXML, NUNIT3XML, CLOVERXML, COBERTURAXML, JACOCOXML, SIMPLECOV"
+            ),
+            "{e}"
+        );
+        let e = err("    files: [a.xml]\n    exclude-paths: [b.xml]\n");
+        assert_eq!(e.line, 6, "{e}");
+        assert!(e.message.contains("unknown field `exclude-paths`"), "{e}");
+        let e = err("    base-directory: out\n");
+        assert!(e.message.contains("missing field `files`"), "{e}");
+        assert_eq!(e.line, 5, "{e}");
+        let e = err("    files: []\n");
+        assert!(e.message.contains("at least one glob"), "{e}");
+        assert_eq!(e.line, 5, "{e}");
+        let e = err("    files: ['ok', 'a/[b']\n");
+        assert_eq!((e.line, e.column), (5, 19), "{e}");
+        assert!(e.message.contains("report pattern `a/[b`"), "{e}");
+        let e = err("    files: [x]\n    base-directory: ../elsewhere\n");
+        assert_eq!((e.line, e.column), (6, 21), "{e}");
+        assert!(
+            e.message.contains("must be a path inside the source"),
+            "{e}"
+        );
+        let e = err("    files: [x]\n    discard-paths: maybe\n");
+        assert_eq!((e.line, e.column), (6, 20), "{e}");
+        assert!(e.message.contains("write yes or no"), "{e}");
+        let e = err("    files: [x]\n    discard-paths: 1\n");
+        assert_eq!((e.line, e.column), (6, 20), "{e}");
+        let e = err("    files: [x]\n  unit:\n    files: [y]\n");
+        assert!(
+            e.message.contains("report group `unit` is defined twice"),
+            "{e}"
+        );
+        let e = parse_buildspec(
+            "b.yml",
+            "version: 0.2\nphases: {}\nreports:\n  '': { files: [x] }\n",
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.column), (4, 3), "{e}");
+        assert!(e.message.contains("report group name"), "{e}");
+        let e = parse_buildspec("b.yml", "version: 0.2\nphases: {}\nreports: [x]\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("a map of report group names"), "{e}");
     }
 
     #[test]
