@@ -115,6 +115,7 @@ pub async fn run(
         mailer,
         notify: settings.notify.clone(),
         webhooks: settings.webhooks.clone(),
+        builds: settings.builds.clone(),
         master: master.clone(),
         server: slipway_actors::compose::ServerInfo {
             ssh_host: settings
@@ -135,7 +136,7 @@ pub async fn run(
         artifacts_dir: data.artifacts(),
     });
     runtime.set_rules(admin.rules.clone(), Arc::new(admin.emails()));
-    runtime.set_builds(admin.builds.clone());
+    runtime.set_builds(admin.builds.clone(), Arc::new(admin.emails()));
     let state = Arc::new(ServerState {
         settings: settings.clone(),
         data: data.clone(),

@@ -5,7 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
-use slipway_actors::config::settings::{NotifySettings, SmtpSettings, WebhookSettings};
+use slipway_actors::config::settings::{
+    BuildSettings, NotifySettings, SmtpSettings, WebhookSettings,
+};
 
 /// Server settings, as read from `DATA/slipway.yaml`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -23,6 +25,8 @@ pub struct Settings {
     pub notify: NotifySettings,
     /// Webhook policy.
     pub webhooks: WebhookSettings,
+    /// The build queue.
+    pub builds: BuildSettings,
 }
 
 /// SSH listener settings.
@@ -109,6 +113,13 @@ impl Settings {
         };
         let settings: Settings = serde_yaml::from_str(&text)
             .with_context(|| format!("{} is not valid; fix it and start again", path.display()))?;
+        if settings.builds.parallel == 0 || settings.builds.parallel > 64 {
+            anyhow::bail!(
+                "{}: builds.parallel must be between 1 and 64, not {}",
+                path.display(),
+                settings.builds.parallel
+            );
+        }
         if settings.notify.max_attempts == 0 {
             anyhow::bail!("{}: notify.max_attempts must be at least 1", path.display());
         }

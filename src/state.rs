@@ -64,7 +64,8 @@ impl ServerState {
                 );
                 self.runtime
                     .set_rules(config.rules.clone(), Arc::new(config.emails()));
-                self.runtime.set_builds(config.builds.clone());
+                self.runtime
+                    .set_builds(config.builds.clone(), Arc::new(config.emails()));
                 self.admin.replace(config);
                 self.metrics
                     .config_reloads_total

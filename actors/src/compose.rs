@@ -14,12 +14,14 @@ pub struct ServerInfo {
 }
 
 impl ServerInfo {
-    fn ssh(&self) -> String {
+    /// `ssh -p PORT git@HOST`, the start of every command printed in mail.
+    pub(crate) fn ssh(&self) -> String {
         format!("ssh -p {} git@{}", self.ssh_port, self.ssh_host)
     }
 }
 
-fn short(id: &str) -> &str {
+/// The first 8 characters of an object id, as ids are shown in mail.
+pub(crate) fn short(id: &str) -> &str {
     &id[..id.len().min(8)]
 }
 

@@ -11,12 +11,12 @@ use actix::prelude::*;
 use tokio::sync::broadcast;
 
 use crate::build::artifacts::ArtifactStore;
-use crate::build::builder::{Builder, SetBuilds, StartBuild, StopBuild};
+use crate::build::builder::{Builder, MailOut, SetBuilds, StartBuild, StopBuild};
 use crate::bus::{EventBus, Publish, Subscribe};
 use crate::compose::ServerInfo;
 use crate::config::builds::BuildsConfig;
 use crate::config::rules::RulesConfig;
-use crate::config::settings::{NotifySettings, WebhookSettings};
+use crate::config::settings::{BuildSettings, NotifySettings, WebhookSettings};
 use crate::failpoints::Failpoints;
 use crate::metrics::RuntimeMetrics;
 use crate::notify::{Channels, Mailer, Notifier};
@@ -47,6 +47,8 @@ pub struct RuntimeDeps {
     pub catalog: Arc<dyn RepoCatalog>,
     /// Build workspaces and logs (`DATA/builds`).
     pub builds_dir: std::path::PathBuf,
+    /// The build queue's settings.
+    pub builds: BuildSettings,
     /// Sealed artifact blobs (`DATA/artifacts`).
     pub artifacts_dir: std::path::PathBuf,
 }
@@ -102,6 +104,10 @@ impl Runtime {
             Supervisor::start(move |_| BranchReaper::new(store, catalog, bus, metrics, failpoints))
         };
         let server_for_builds = deps.server.clone();
+        let mail_for_builds = MailOut {
+            notifier: notifier.clone().recipient(),
+            domain: deps.message_domain.clone(),
+        };
         let rules = {
             let (store, metrics) = (deps.store.clone(), metrics.clone());
             let (notifier, reaper) = (notifier.clone().recipient(), reaper.clone().recipient());
@@ -123,6 +129,7 @@ impl Runtime {
                 master_for_builds,
             );
             let artifacts = artifacts.clone();
+            let parallel = deps.builds.parallel;
             Supervisor::start(move |_| {
                 Builder::new(
                     store,
@@ -133,6 +140,8 @@ impl Runtime {
                     master,
                     artifacts.clone(),
                     metrics,
+                    parallel,
+                    mail_for_builds.clone(),
                 )
             })
         };
@@ -172,8 +181,13 @@ impl Runtime {
     }
 
     /// Puts new build settings (builds.yaml) in force.
-    pub fn set_builds(&self, builds: Arc<BuildsConfig>) {
-        self.builder.do_send(SetBuilds(builds));
+    /// `emails` (user → address, from access.yaml) reach pushers whose guarded branch
+    /// was moved back.
+    pub fn set_builds(&self, builds: Arc<BuildsConfig>, emails: Arc<HashMap<String, String>>) {
+        self.builder.do_send(SetBuilds {
+            config: builds,
+            emails,
+        });
     }
 
     /// Reaps one repository now.

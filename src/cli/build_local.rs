@@ -141,7 +141,7 @@ pub async fn build_local(opts: LocalBuild) -> anyhow::Result<bool> {
             })
             .collect(),
         timeout: opts.timeout,
-        run_as: None,
+        executor: slipway_actors::build::shell::Executor::Local { run_as: None },
     };
     let stop = CancellationToken::new();
     let ctrl_c = stop.clone();

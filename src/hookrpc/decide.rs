@@ -50,6 +50,13 @@ pub(super) async fn pre_receive(
             )
         } else if !valid_refname(&update.refname) {
             (false, "invalid ref name".to_string())
+        } else if update.refname.starts_with("refs/slipway/") {
+            // slipway's own refs (commits a guarded branch rejected): written only by
+            // the server, so nobody can remove the record or block a roll-back.
+            (
+                false,
+                "refs/slipway/ belongs to the server; push to a branch or tag instead".to_string(),
+            )
         } else {
             let decision = config.access.evaluate(
                 &ctx.user,

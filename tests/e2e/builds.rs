@@ -354,10 +354,11 @@ phases:
     // builds.yaml is validated on push like the other admin files.
     s.push_admin_file(
         "builds.yaml",
-        "repos:\n  \"app-*\":\n    executor: docker\n",
+        "repos:\n  \"app-*\":\n    executor: podman\n",
     )
     .fails()
-    .says("builds.yaml:3:15:");
+    .says("builds.yaml:3:15:")
+    .says("must be `local` or `docker`");
 }
 
 #[test]
@@ -453,4 +454,334 @@ fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// The container a Docker build ran in, from its log.
+fn container_of(log: &str) -> String {
+    log.lines()
+        .find_map(|l| l.strip_prefix("[slipway] Running in container "))
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no container line in:\n{log}"))
+        .to_string()
+}
+
+fn container_exists(name: &str) -> bool {
+    Command::new("docker")
+        .args(["container", "inspect", name])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn docker_builds_run_in_a_container_of_the_configured_image() {
+    let Some(image) = crate::peers::docker_build_image() else {
+        return;
+    };
+    let s = Server::start();
+    s.push_admin_file(
+        "builds.yaml",
+        &format!("repos:\n  \"app-d*\":\n    executor: docker\n    image: {image}\n  \"app-missing\":\n    executor: docker\n    image: slipway-test/absent:1\n"),
+    )
+    .ok();
+    let data = s.data.display().to_string();
+    let spec = format!(
+        r#"version: 0.2
+env:
+  variables: {{ GREETING: hello }}
+  exported-variables: [WHERE]
+phases:
+  install:
+    commands:
+      - test -f /.dockerenv && echo "in a container"
+      - echo "default user=$(id -un)"
+      - if ls {data}/keys; then echo LEAK-KEYS; fi
+  build:
+    run-as: builder
+    commands:
+      - cd sub && export WHERE=$(pwd)
+      - echo "$GREETING as $(id -un) in $(basename $WHERE), build $CODEBUILD_BUILD_NUMBER"
+      - echo made-inside > made.txt
+      - sleep 300 &
+artifacts:
+  files: [sub/made.txt]
+"#
+    );
+    let work = s.local_repo(&s.admin, "w");
+    commit_file(&s, &s.admin, &work, "sub/keep.txt", "keep\n", "sub");
+    commit_file(&s, &s.admin, &work, "buildspec.yml", &spec, "docker");
+    s.git(&s.admin, &work, &["push", &s.url("app-docker"), "main"])
+        .ok();
+    let b = wait_done(&s, 1);
+    let log = s.ssh(&s.admin, "build logs 1").ok().stdout;
+    assert_eq!(b["status"], "SUCCEEDED", "{b}\n{log}");
+    for line in [
+        "in a container",
+        "default user=root",
+        "hello as builder in sub, build 1",
+    ] {
+        assert!(log.lines().any(|l| l == line), "missing {line:?}:\n{log}");
+    }
+    assert!(
+        !log.lines().any(|l| l.starts_with("LEAK")),
+        "the container saw the data directory:\n{log}"
+    );
+    assert!(
+        b["exported"]["WHERE"].as_str().unwrap().ends_with("/sub"),
+        "{b}"
+    );
+    s.ssh(&s.admin, "build info 1")
+        .ok()
+        .says("artifact primary: 1 files");
+    // The container (and the process left in it) is gone with the build.
+    assert!(
+        !container_exists(&container_of(&log)),
+        "container left behind"
+    );
+
+    // A stopped build's container is killed and removed.
+    commit_file(
+        &s,
+        &s.admin,
+        &work,
+        "buildspec.yml",
+        "version: 0.2\nphases:\n  build:\n    commands: [\"echo started\", \"sleep 300\"]\n",
+        "slow",
+    );
+    s.git(&s.admin, &work, &["push", &s.url("app-docker"), "main"])
+        .ok();
+    assert!(eventually(std::time::Duration::from_secs(30), || {
+        s.ssh(&s.admin, "build logs 2").stdout.contains("started")
+    }));
+    let log = s.ssh(&s.admin, "build logs 2").ok().stdout;
+    let name = container_of(&log);
+    assert!(container_exists(&name));
+    s.ssh(&s.admin, "build stop 2").ok();
+    let b = wait_done(&s, 2);
+    assert_eq!(b["status"], "STOPPED", "{b}");
+    assert!(
+        !container_exists(&name),
+        "stopped build's container left behind"
+    );
+
+    // An image that is not on the server: a FAULT that says slipway never pulls.
+    let other = s.local_repo(&s.admin, "m");
+    commit_file(
+        &s,
+        &s.admin,
+        &other,
+        "buildspec.yml",
+        "version: 0.2\nphases:\n  build:\n    commands: [\"true\"]\n",
+        "m",
+    );
+    s.git(&s.admin, &other, &["push", &s.url("app-missing"), "main"])
+        .ok();
+    let b = wait_done(&s, 3);
+    assert_eq!(b["status"], "FAULT", "{b}");
+    s.ssh(&s.admin, "build logs 3")
+        .ok()
+        .says("never pulls images");
+}
+
+#[test]
+fn local_builds_honour_run_as_but_never_run_as_root() {
+    if !slipway_actors::build::builder::running_as_root() {
+        eprintln!("SKIPPED: run-as other users needs the server to run as root");
+        return;
+    }
+    let s = Server::start();
+    let work = s.local_repo(&s.admin, "w");
+    commit_file(
+        &s,
+        &s.admin,
+        &work,
+        "buildspec.yml",
+        "version: 0.2\nrun-as: daemon\nphases:\n  install:\n    commands: [\"echo install as $(id -un)\", \"touch mine\"]\n  build:\n    run-as: nobody\n    commands: [\"echo build as $(id -un)\"]\n",
+        "run-as",
+    );
+    s.git(&s.admin, &work, &["push", &s.url("app-runas"), "main"])
+        .ok();
+    let b = wait_done(&s, 1);
+    let log = s.ssh(&s.admin, "build logs 1").ok().stdout;
+    assert_eq!(b["status"], "SUCCEEDED", "{b}\n{log}");
+    assert!(log.lines().any(|l| l == "install as daemon"), "{log}");
+    assert!(log.lines().any(|l| l == "build as nobody"), "{log}");
+    commit_file(
+        &s,
+        &s.admin,
+        &work,
+        "buildspec.yml",
+        "version: 0.2\nrun-as: root\nphases:\n  build:\n    commands: [\"id\"]\n",
+        "root",
+    );
+    s.git(&s.admin, &work, &["push", &s.url("app-runas"), "main"])
+        .ok();
+    let b = wait_done(&s, 2);
+    assert_eq!(b["status"], "FAILED", "{b}");
+    assert!(
+        b["detail"]
+            .as_str()
+            .unwrap()
+            .contains("local builds never run as"),
+        "{b}"
+    );
+}
+
+#[test]
+fn the_cache_is_kept_per_branch_and_falls_back_to_the_default_branch() {
+    let s = Server::start();
+    let spec = r#"version: 0.2
+phases:
+  install:
+    commands:
+      - 'if [ -f deps/lib.txt ]; then echo "cache hit: $(cat deps/lib.txt)"; else echo "cache miss"; fi'
+      - mkdir -p deps && echo "built by $CODEBUILD_BUILD_NUMBER" > deps/lib.txt
+  build:
+    commands: [ "test ! -f fail-me" ]
+cache:
+  paths: [ 'deps/**/*' ]
+"#;
+    let work = s.local_repo(&s.admin, "w");
+    commit_file(&s, &s.admin, &work, "buildspec.yml", spec, "cache");
+    let push = |refspec: &str| {
+        s.git(&s.admin, &work, &["push", &s.url("app-cache"), refspec])
+            .ok();
+    };
+    let log_of = |n: i64| s.ssh(&s.admin, &format!("build logs {n}")).ok().stdout;
+    let has = |log: &str, line: &str| log.lines().any(|l| l == line);
+
+    push("main");
+    let b = wait_done(&s, 1);
+    assert_eq!(b["status"], "SUCCEEDED", "{b}\n{}", log_of(1));
+    let log = log_of(1);
+    assert!(has(&log, "cache miss"), "{log}");
+    assert!(log.contains("[slipway] Cache saved: 1 files"), "{log}");
+
+    commit_file(&s, &s.admin, &work, "a.txt", "a\n", "a");
+    push("main");
+    assert_eq!(wait_done(&s, 2)["status"], "SUCCEEDED");
+    let log = log_of(2);
+    assert!(has(&log, "cache hit: built by 1"), "{log}");
+    assert!(log.contains("Cache restored from branch main"), "{log}");
+
+    // A new branch starts from the default branch's cache, then keeps its own.
+    commit_file(&s, &s.admin, &work, "b.txt", "b\n", "b");
+    push("main:feature");
+    assert_eq!(wait_done(&s, 3)["status"], "SUCCEEDED");
+    assert!(has(&log_of(3), "cache hit: built by 2"), "{}", log_of(3));
+    assert!(log_of(3).contains("Cache restored from branch main"));
+    commit_file(&s, &s.admin, &work, "c.txt", "c\n", "c");
+    push("main:feature");
+    assert_eq!(wait_done(&s, 4)["status"], "SUCCEEDED");
+    assert!(has(&log_of(4), "cache hit: built by 3"), "{}", log_of(4));
+    assert!(log_of(4).contains("Cache restored from branch feature"));
+
+    // A failed build does not replace the cache.
+    s.git(&s.admin, &work, &["reset", "-q", "--hard", "HEAD~2"])
+        .ok();
+    commit_file(&s, &s.admin, &work, "fail-me", "x\n", "fail");
+    push("main");
+    assert_eq!(wait_done(&s, 5)["status"], "FAILED");
+    assert!(!log_of(5).contains("Cache saved"), "{}", log_of(5));
+    s.git(&s.admin, &work, &["rm", "-q", "fail-me"]).ok();
+    s.git(&s.admin, &work, &["commit", "-q", "-m", "unfail"])
+        .ok();
+    push("main");
+    assert_eq!(wait_done(&s, 6)["status"], "SUCCEEDED");
+    assert!(has(&log_of(6), "cache hit: built by 2"), "{}", log_of(6));
+}
+
+#[test]
+fn a_guarded_branch_is_moved_back_when_its_pushed_commit_fails() {
+    let Some(python) = crate::peers::python_with_aiosmtpd() else {
+        return;
+    };
+    let mail_dir = tempfile::tempdir().unwrap();
+    let sink = crate::peers::SmtpSink::start(&python, mail_dir.path(), 0, 0);
+    let s = Server::start_with(Options {
+        settings: Some(crate::notify::mail_settings(sink.port, 5)),
+        ..Options::default()
+    });
+    s.push_admin_file("builds.yaml", "repos:\n  \"app-*\":\n    guard: [main]\n")
+        .ok();
+    let spec = "version: 0.2\nphases:\n  build:\n    commands: [\"echo checking\", \"test ! -f broken\"]\n";
+    let work = s.local_repo(&s.alice, "w");
+    commit_file(&s, &s.alice, &work, "buildspec.yml", spec, "good");
+    s.git(&s.alice, &work, &["push", &s.url("app-g"), "main"])
+        .ok();
+    assert_eq!(wait_done(&s, 1)["status"], "SUCCEEDED");
+    let rev = |r: &str| {
+        s.git(&s.alice, &work, &["rev-parse", r])
+            .ok()
+            .stdout
+            .trim()
+            .to_string()
+    };
+    let good = rev("HEAD");
+    commit_file(&s, &s.alice, &work, "broken", "x\n", "Break the build");
+    let bad = rev("HEAD");
+    s.git(
+        &s.alice,
+        &work,
+        &["push", &s.url("app-g"), "main", "main:feature"],
+    )
+    .ok();
+    assert_eq!(wait_done(&s, 2)["status"], "FAILED");
+    assert_eq!(wait_done(&s, 3)["status"], "FAILED");
+    // main (guarded) went back, with the failed commit kept; feature (not guarded) stays.
+    let remote = |r: &str| {
+        let out = s
+            .git(&s.alice, &work, &["ls-remote", &s.url("app-g"), r])
+            .ok();
+        out.stdout
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+    let builds = [
+        build_json(&s, 2)["ref"].as_str().unwrap().to_string(),
+        build_json(&s, 3)["ref"].as_str().unwrap().to_string(),
+    ];
+    let main_build = if builds[0] == "refs/heads/main" { 2 } else { 3 };
+    assert!(eventually(std::time::Duration::from_secs(10), || remote(
+        "refs/heads/main"
+    ) == good));
+    assert_eq!(remote("refs/heads/feature"), bad);
+    assert_eq!(
+        remote(&format!("refs/slipway/rejected/main/{main_build}")),
+        bad
+    );
+    let log = s
+        .ssh(&s.alice, &format!("build logs {main_build}"))
+        .ok()
+        .stdout;
+    assert!(log.contains("Guarded branch main moved back to"), "{log}");
+    // The pusher is told why, with the log's last lines and how to get the commit back.
+    let mails = sink.wait_for(1, std::time::Duration::from_secs(30));
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    let m = &mails[0];
+    assert_eq!(m.header("To").as_deref(), Some("alice@example.com"));
+    let subject = m.header("Subject").unwrap_or_default();
+    assert!(subject.contains("main moved back"), "{subject}");
+    let body = m.body();
+    assert!(body.contains("test ! -f broken"), "{body}");
+    assert!(
+        body.contains(&format!("refs/slipway/rejected/main/{main_build}")),
+        "{body}"
+    );
+    // The event and the audit line record it; nobody can push under refs/slipway/.
+    s.ssh(&s.admin, "events --type guard-rollback")
+        .ok()
+        .says("MOVED_BACK");
+    s.git(
+        &s.admin,
+        &work,
+        &[
+            "push",
+            &s.url("app-g"),
+            &format!("{good}:refs/slipway/rejected/main/99"),
+        ],
+    )
+    .fails()
+    .says("refs/slipway/ belongs to the server");
 }

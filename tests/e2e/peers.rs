@@ -246,3 +246,113 @@ fn serve_one(
     )?;
     stream.flush()
 }
+
+/// The tag of the small image the Docker executor tests build locally (no registry can
+/// be reached: it is made with `docker import` from Debian's static busybox and bash).
+pub const BUILD_IMAGE: &str = "slipway-test/build:1";
+
+/// A Docker engine with [`BUILD_IMAGE`] (made on first use), or `None` (skip) when there
+/// is no engine or no static busybox/bash to make the image from.
+pub fn docker_build_image() -> Option<&'static str> {
+    static READY: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    match READY.get_or_init(make_build_image) {
+        Ok(()) => Some(BUILD_IMAGE),
+        Err(why) => {
+            if peers_required() {
+                panic!("the Docker executor tests need {why} (SLIPWAY_REQUIRE_PEERS=1)");
+            }
+            eprintln!("SKIPPED: no {why}; set SLIPWAY_REQUIRE_PEERS=1 to make this a failure");
+            None
+        }
+    }
+}
+
+fn make_build_image() -> Result<(), String> {
+    let engine = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output();
+    if !engine.is_ok_and(|o| o.status.success()) {
+        return Err("running Docker engine (docker version failed)".into());
+    }
+    let present = Command::new("docker")
+        .args(["image", "inspect", BUILD_IMAGE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if present {
+        return Ok(());
+    }
+    let (busybox, bash) = (Path::new("/bin/busybox"), Path::new("/bin/bash-static"));
+    if !busybox.exists() || !bash.exists() {
+        return Err("static busybox and bash to build the test image (apt-get install busybox-static bash-static)".into());
+    }
+    // A root filesystem: busybox with its applets, bash, users for run-as, /tmp.
+    let root = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let r = root.path();
+    for d in ["bin", "etc", "tmp", "root", "home/builder"] {
+        std::fs::create_dir_all(r.join(d)).map_err(|e| e.to_string())?;
+    }
+    std::fs::copy(busybox, r.join("bin/busybox")).map_err(|e| e.to_string())?;
+    std::fs::copy(bash, r.join("bin/bash")).map_err(|e| e.to_string())?;
+    let applets = Command::new(busybox)
+        .arg("--list")
+        .output()
+        .map_err(|e| e.to_string())?;
+    for name in String::from_utf8_lossy(&applets.stdout).lines() {
+        if name != "bash" && !name.is_empty() {
+            let _ = std::os::unix::fs::symlink("busybox", r.join("bin").join(name));
+        }
+    }
+    std::fs::write(
+        r.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nbuilder:x:1000:1000:builder:/home/builder:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::write(
+        r.join("etc/group"),
+        "root:x:0:\nbuilder:x:1000:\nnogroup:x:65534:\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let chmod = Command::new("chmod")
+        .args(["1777"])
+        .arg(r.join("tmp"))
+        .status();
+    let chown = Command::new("chown")
+        .args(["1000:1000"])
+        .arg(r.join("home/builder"))
+        .status();
+    if !chmod.is_ok_and(|s| s.success()) || !chown.is_ok_and(|s| s.success()) {
+        return Err("a writable /tmp in the test image (chmod/chown failed)".into());
+    }
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(r)
+        .args(["-c", "."])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let Some(tar_out) = tar.stdout else {
+        return Err("tar output".into());
+    };
+    let import = Command::new("docker")
+        .args([
+            "import",
+            "--change",
+            "ENV PATH=/bin",
+            "--change",
+            "CMD [\"/bin/sh\"]",
+            "-",
+            BUILD_IMAGE,
+        ])
+        .stdin(tar_out)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !import.status.success() {
+        return Err(format!(
+            "a test image (docker import failed: {})",
+            String::from_utf8_lossy(&import.stderr).trim()
+        ));
+    }
+    Ok(())
+}

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,20 +17,23 @@ use tokio_util::sync::CancellationToken;
 
 use super::artifacts::{package, ArtifactStore};
 use super::checkout::{checkout, read_file};
-use super::engine::{run_build, BuildContext, BuildStatus, LogSink};
+use super::engine::{run_build, BuildContext, BuildStatus, LogSink, PhaseReport};
+use super::shell::{BuildShell, DockerSpec, Executor};
 use super::spec::{parse_buildspec, BuildSpec};
 use crate::bus::{EventBus, EventsAvailable, Publish};
 use crate::compose::ServerInfo;
-use crate::config::builds::{BuildsConfig, RepoBuilds};
+use crate::config::builds::{BuildsConfig, ExecutorKind, RepoBuilds};
 use crate::metrics::RuntimeMetrics;
+use crate::notify::DeliveriesQueued;
 use crate::reaper::RepoCatalog;
 use crate::secrets::MasterKey;
-use crate::store::{ArtifactRow, BuildRow, EventFilter, NewBuild, NewEvent, Store};
+use crate::store::{
+    ArtifactRow, AuditEntry, AuditKind, BuildRow, EventFilter, NewBuild, NewDelivery, NewEvent,
+    Store,
+};
 
 /// The consumer name (cursor key) of the builder.
 pub const CONSUMER: &str = "builder";
-/// Builds at once.
-const PARALLEL: usize = 2;
 
 /// Queue a build; answers the queued build.
 #[derive(Message)]
@@ -42,10 +45,24 @@ pub struct StartBuild(pub NewBuild);
 #[rtype(result = "Result<bool, String>")]
 pub struct StopBuild(pub i64);
 
-/// New build settings (builds.yaml).
+/// New build settings (builds.yaml), and user → email address (access.yaml).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct SetBuilds(pub Arc<BuildsConfig>);
+pub struct SetBuilds {
+    /// builds.yaml.
+    pub config: Arc<BuildsConfig>,
+    /// Where pushers are mailed.
+    pub emails: Arc<HashMap<String, String>>,
+}
+
+/// How the builder mails people (a pusher whose guarded branch was moved back).
+#[derive(Clone)]
+pub struct MailOut {
+    /// Told about queued deliveries.
+    pub notifier: Recipient<DeliveriesQueued>,
+    /// The domain of Message-IDs.
+    pub domain: String,
+}
 
 /// Wakes the builder to start queued builds.
 #[derive(Message, Clone, Copy)]
@@ -64,7 +81,14 @@ pub struct Builder {
     metrics: RuntimeMetrics,
     settings: Arc<BuildsConfig>,
     running: HashMap<i64, CancellationToken>,
+    /// Builds at once (slipway.yaml `builds.parallel`).
+    parallel: usize,
+    emails: Arc<HashMap<String, String>>,
+    mail: MailOut,
     scanning: bool,
+    /// Names this server's build containers apart from another server's on the same
+    /// Docker engine (a hash of the builds directory).
+    instance: String,
 }
 
 impl Builder {
@@ -79,19 +103,25 @@ impl Builder {
         master: MasterKey,
         artifacts: ArtifactStore,
         metrics: RuntimeMetrics,
+        parallel: usize,
+        mail: MailOut,
     ) -> Builder {
         Builder {
             store,
             catalog,
             bus,
-            builds_dir,
             server,
             master,
             artifacts,
             metrics,
             settings: Arc::new(BuildsConfig::default()),
             running: HashMap::new(),
+            parallel: parallel.max(1),
+            emails: Arc::new(HashMap::new()),
+            mail,
             scanning: false,
+            instance: instance_name(&builds_dir),
+            builds_dir,
         }
     }
 
@@ -100,10 +130,9 @@ impl Builder {
         builds_dir.join(id.to_string()).join("build.log")
     }
 
+    /// Starts queued builds, oldest first, up to the concurrency limit; builds that
+    /// waited longer than their queued timeout end as TIMED_OUT.
     fn kick(&mut self, ctx: &mut Context<Self>) {
-        if self.running.len() >= PARALLEL {
-            return;
-        }
         let queued = match self.store.builds_with_status("QUEUED") {
             Ok(q) => q,
             Err(e) => {
@@ -111,11 +140,50 @@ impl Builder {
                 return;
             }
         };
+        let now = unix_seconds();
+        let mut waiting = 0;
         for build in queued {
-            if self.running.len() >= PARALLEL {
-                break;
-            }
             if self.running.contains_key(&build.id) {
+                continue;
+            }
+            let limit = self.settings.for_repo(&build.repo).queued_timeout;
+            if queue_expired(build.queued, now, limit) {
+                let why = format!(
+                    "waited in the queue longer than its queued-timeout ({}); raise queued-timeout in builds.yaml or builds.parallel in slipway.yaml",
+                    humantime::format_duration(limit)
+                );
+                tracing::warn!(build = build.id, repo = %build.repo, "build timed out in the queue");
+                if let Err(e) = self.store.build_finished(
+                    build.id,
+                    "TIMED_OUT",
+                    &build.phases,
+                    &build.exported,
+                    Some(&why),
+                ) {
+                    tracing::error!(build = build.id, error = %e, "cannot end a queued build");
+                    continue;
+                }
+                self.metrics
+                    .builds_total
+                    .with_label_values(&["TIMED_OUT"])
+                    .inc();
+                let bus = self.bus.clone();
+                ctx.spawn(
+                    async move {
+                        publish_state(
+                            &bus,
+                            &build,
+                            "TIMED_OUT",
+                            serde_json::json!({ "reason": why }),
+                        )
+                        .await
+                    }
+                    .into_actor(self),
+                );
+                continue;
+            }
+            if self.running.len() >= self.parallel {
+                waiting += 1;
                 continue;
             }
             let stop = CancellationToken::new();
@@ -132,6 +200,12 @@ impl Builder {
                 self.bus.clone(),
                 self.builds_dir.clone(),
                 self.server.clone(),
+                self.instance.clone(),
+                self.metrics.clone(),
+                Guard {
+                    emails: self.emails.clone(),
+                    mail: self.mail.clone(),
+                },
                 stop,
             );
             ctx.spawn(job.into_actor(self).map(move |(), act, ctx| {
@@ -139,6 +213,8 @@ impl Builder {
                 act.kick(ctx);
             }));
         }
+        self.metrics.build_queue_depth.set(waiting);
+        self.metrics.builds_running.set(self.running.len() as i64);
     }
 
     /// Queues builds for new push events (branch heads with a buildspec and no pipeline).
@@ -242,10 +318,30 @@ fn unprivileged_user() -> Option<(u32, u32)> {
     running_as_root().then_some((65534, 65534))
 }
 
-/// Whether this process runs as root (and so runs builds as `nobody`).
-pub fn running_as_root() -> bool {
-    // SAFETY: geteuid(2) has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+pub use super::shell::running_as_root;
+
+/// Makes `path` and everything below it readable and writable by every user (`a+rwX`),
+/// without following symlinks. Used for Docker builds, whose container user is not a
+/// host user; the build's directory itself is closed to other host users (0700).
+fn open_tree(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let mode = meta.permissions().mode();
+    let extra = if meta.is_dir() || mode & 0o111 != 0 {
+        0o777
+    } else {
+        0o666
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | extra))?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            open_tree(&entry?.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// The values of `env.parameter-store` and `env.secrets-manager`, read from slipway's
@@ -312,6 +408,26 @@ fn resolve_params(
     Ok(out)
 }
 
+/// A short stable name for this server's builds directory.
+fn instance_name(builds_dir: &Path) -> String {
+    use sha2::Digest;
+    let canonical = std::fs::canonicalize(builds_dir).unwrap_or_else(|_| builds_dir.to_path_buf());
+    let digest = sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+    hex::encode(&digest[..4])
+}
+
+/// Whether a build queued at `queued` (unix seconds) has waited past `limit` at `now`.
+fn queue_expired(queued: f64, now: f64, limit: Duration) -> bool {
+    now - queued > limit.as_secs_f64()
+}
+
+fn unix_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
 fn unix_ms() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -355,9 +471,13 @@ async fn run_one(
     bus: Addr<EventBus>,
     builds_dir: PathBuf,
     server: ServerInfo,
+    instance: String,
+    metrics: RuntimeMetrics,
+    guard: Guard,
     stop: CancellationToken,
 ) {
     let id = build.id;
+    let started_at = std::time::Instant::now();
     let dir = builds_dir.join(id.to_string());
     let finish = |status: BuildStatus,
                   phases: serde_json::Value,
@@ -366,8 +486,22 @@ async fn run_one(
         let store = store.clone();
         let bus = bus.clone();
         let build = build.clone();
+        let metrics = metrics.clone();
         async move {
             let s = status.as_str();
+            metrics.builds_total.with_label_values(&[s]).inc();
+            metrics
+                .build_duration_seconds
+                .with_label_values(&[s])
+                .observe(started_at.elapsed().as_secs_f64());
+            if let Ok(list) = serde_json::from_value::<Vec<PhaseReport>>(phases.clone()) {
+                for p in list {
+                    metrics
+                        .build_phase_duration_seconds
+                        .with_label_values(&[p.name.as_str(), p.status.as_str()])
+                        .observe(p.duration_ms as f64 / 1000.0);
+                }
+            }
             let d = detail.clone();
             let (p, x) = (phases.clone(), exported.clone());
             let st = store.clone();
@@ -406,7 +540,35 @@ async fn run_one(
     };
     {
         let st = store.clone();
-        let _ = tokio::task::spawn_blocking(move || st.build_started(id)).await;
+        let event_id = build.event_id;
+        let pushed = tokio::task::spawn_blocking(move || {
+            let _ = st.build_started(id);
+            // When the push that triggered it was stored, for the latency metric.
+            let event = event_id.and_then(|e| {
+                st.events(&EventFilter {
+                    after: e - 1,
+                    limit: 1,
+                    ..Default::default()
+                })
+                .ok()
+                .and_then(|v| v.into_iter().next())
+                .filter(|ev| ev.id == e)
+            });
+            event.and_then(|ev| {
+                time::OffsetDateTime::parse(
+                    &ev.time,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .ok()
+            })
+        })
+        .await
+        .ok()
+        .flatten();
+        if let Some(t) = pushed {
+            let waited = (time::OffsetDateTime::now_utc() - t).as_seconds_f64();
+            metrics.push_to_build_start_seconds.observe(waited.max(0.0));
+        }
     }
     publish_state(&bus, &build, "IN_PROGRESS", serde_json::Value::Null).await;
     let log_file = match std::fs::create_dir_all(&dir)
@@ -485,6 +647,39 @@ async fn run_one(
         .refname
         .as_deref()
         .and_then(|r| r.strip_prefix("refs/heads/"));
+    // The cache of this branch (or of the default branch) goes in before install.
+    if !spec.cache_paths.is_empty() {
+        if let Err(e) = super::cache::check_paths(&spec.cache_paths) {
+            log.line(&format!("[slipway] buildspec.yml: {e}"));
+            source_failed(e).await;
+            return;
+        }
+        if let Some(b) = branch {
+            let (st, arts, repo, b, rp, s2) = (
+                store.clone(),
+                artifacts.clone(),
+                build.repo.clone(),
+                b.to_string(),
+                repo_path.clone(),
+                src.clone(),
+            );
+            let restored = tokio::task::spawn_blocking(move || {
+                let default = super::checkout::default_branch(&rp);
+                super::cache::restore(&st, &arts, &repo, &b, default.as_deref(), &s2, None)
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("cache task failed: {e}")));
+            match restored {
+                Ok(Some(c)) => log.line(&format!(
+                    "[slipway] Cache restored from branch {}: {} files, {} bytes",
+                    c.from_branch, c.files, c.size
+                )),
+                Ok(None) => log.line("[slipway] No cache to restore for this branch yet"),
+                // A cache is an optimisation: the build goes on without it.
+                Err(e) => log.line(&format!("[slipway] {e}")),
+            }
+        }
+    }
     let build_id = format!("{}:{}", build.repo, build.number);
     let mut env = Vec::new();
     for (name, value) in [
@@ -524,41 +719,85 @@ async fn run_one(
         env.push((format!("CODEBUILD_{name}"), value.clone()));
         env.push((format!("SLIPWAY_{name}"), value));
     }
-    env.push(("HOME".into(), dir.join("home").display().to_string()));
-    let _ = std::fs::create_dir_all(dir.join("home"));
-    // A server running as root never runs a build as root: the build gets an
-    // unprivileged user, owns only its own workspace, and cannot read the data directory.
-    let run_as = unprivileged_user();
-    if let (Some(_), Err(blocked)) = (run_as, reachable_by_others(&dir)) {
-        let msg = format!(
-            "builds run as user nobody, which cannot pass through {} (no execute permission for others); give it o+x or move the data directory",
-            blocked.display()
-        );
-        log.line(&format!("[slipway] {msg}"));
-        fail_early(BuildStatus::Fault, msg).await;
-        return;
-    }
-    if let Some((uid, gid)) = run_as {
-        let owned = [&src, &dir.join("home")]
-            .into_iter()
-            .try_for_each(|p| super::shell::chown_tree(p, uid, gid));
-        if let Err(e) = owned {
-            log.line(&format!(
-                "[slipway] cannot hand the workspace to the build user: {e}"
-            ));
-            fail_early(BuildStatus::Fault, e.to_string()).await;
-            return;
+    let home = dir.join("home");
+    let state_dir = dir.join("state");
+    env.push(("HOME".into(), home.display().to_string()));
+    let _ = std::fs::create_dir_all(&home);
+    let _ = std::fs::create_dir_all(&state_dir);
+    let executor = match &settings.executor {
+        ExecutorKind::Local => {
+            // A server running as root never runs a build as root: the build gets an
+            // unprivileged user (nobody, or the buildspec's run-as), owns only its own
+            // workspace, and cannot read the data directory.
+            let run_as = match spec.run_as.as_deref() {
+                Some(name) => match super::shell::resolve_local_user(name) {
+                    Ok(ids) => running_as_root().then_some(ids),
+                    Err(msg) => {
+                        log.line(&format!("[slipway] {msg}"));
+                        fail_early(BuildStatus::Failed, msg).await;
+                        return;
+                    }
+                },
+                None => unprivileged_user(),
+            };
+            if let (Some(_), Err(blocked)) = (run_as, reachable_by_others(&dir)) {
+                let msg = format!(
+                    "builds run as an unprivileged user, which cannot pass through {} (no execute permission for others); give it o+x or move the data directory",
+                    blocked.display()
+                );
+                log.line(&format!("[slipway] {msg}"));
+                fail_early(BuildStatus::Fault, msg).await;
+                return;
+            }
+            if let Some((uid, gid)) = run_as {
+                let owned = [&src, &home]
+                    .into_iter()
+                    .try_for_each(|p| super::shell::chown_tree(p, uid, gid));
+                if let Err(e) = owned {
+                    log.line(&format!(
+                        "[slipway] cannot hand the workspace to the build user: {e}"
+                    ));
+                    fail_early(BuildStatus::Fault, e.to_string()).await;
+                    return;
+                }
+            }
+            Executor::Local { run_as }
         }
-    }
+        ExecutorKind::Docker { image } => {
+            use std::os::unix::fs::PermissionsExt;
+            // The container's users are not host users: the workspace is open to all of
+            // them, and the build's directory is closed to everyone else on the host.
+            let opened = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .and_then(|()| {
+                    [&src, &home, &state_dir]
+                        .into_iter()
+                        .try_for_each(|p| open_tree(p))
+                });
+            if let Err(e) = opened {
+                log.line(&format!("[slipway] cannot prepare the workspace: {e}"));
+                fail_early(BuildStatus::Fault, e.to_string()).await;
+                return;
+            }
+            let container = format!("slipway-{instance}-build-{id}");
+            log.line(&format!(
+                "[slipway] Running in container {container} of image {image}"
+            ));
+            Executor::Docker(DockerSpec {
+                image: image.clone(),
+                container,
+                mounts: vec![src.clone(), state_dir.clone(), home.clone()],
+            })
+        }
+    };
     let secrets: Vec<String> = params.iter().map(|(_, v)| v.clone()).collect();
     env.extend(params);
     let ctx = BuildContext {
         src_dir: src,
-        state_dir: dir.join("state"),
+        state_dir,
         env,
         secrets,
         timeout: settings.timeout,
-        run_as,
+        executor,
     };
     let mut report = run_build(&spec, &ctx, &mut log, stop).await;
     // UPLOAD_ARTIFACTS is attempted even after a failed build phase, but not after a
@@ -623,6 +862,60 @@ async fn run_one(
             duration_ms: started.elapsed().as_millis() as u64,
         });
     }
+    if let (BuildStatus::Succeeded, false, Some(b)) =
+        (report.status, spec.cache_paths.is_empty(), branch)
+    {
+        let (st, arts, repo, b, s2, paths) = (
+            store.clone(),
+            artifacts.clone(),
+            build.repo.clone(),
+            b.to_string(),
+            ctx.src_dir.clone(),
+            spec.cache_paths.clone(),
+        );
+        let saved = tokio::task::spawn_blocking(move || {
+            super::cache::save(&st, &arts, &repo, &b, id, &s2, &paths)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("cache task failed: {e}")));
+        match saved {
+            Ok(c) => log.line(&format!(
+                "[slipway] Cache saved: {} files, {} bytes{}",
+                c.files,
+                c.size,
+                if c.skipped > 0 {
+                    format!(" ({} links or foreign files left out)", c.skipped)
+                } else {
+                    String::new()
+                }
+            )),
+            Err(e) => log.line(&format!("[slipway] {e}")),
+        }
+    }
+    // A guarded branch whose pushed commit failed to build goes back where it was.
+    if let (BuildStatus::Failed, Some(b), Some(_)) = (report.status, branch, build.event_id) {
+        if settings.guards(b) {
+            let failed_phase = report
+                .phases
+                .iter()
+                .find(|p| p.status == BuildStatus::Failed)
+                .map(|p| p.name.clone());
+            guard_branch(
+                &build,
+                b,
+                &repo_path,
+                failed_phase.as_deref(),
+                &dir.join("build.log"),
+                &mut log,
+                &store,
+                &bus,
+                &metrics,
+                &guard,
+                &server,
+            )
+            .await;
+        }
+    }
     let phases = serde_json::to_value(&report.phases).unwrap_or_default();
     let exported: serde_json::Value = report
         .exported
@@ -631,6 +924,137 @@ async fn run_one(
         .collect::<serde_json::Map<_, _>>()
         .into();
     finish(report.status, phases, exported, report.fault).await;
+}
+
+/// What moving a guarded branch back needs besides the build.
+struct Guard {
+    emails: Arc<HashMap<String, String>>,
+    mail: MailOut,
+}
+
+/// Moves guarded branch `branch` back from the build's failed commit (compare-and-swap),
+/// keeps the commit under `refs/slipway/rejected/…`, and tells everyone: the build log,
+/// an event, an audit line, a metric, and a mail to the pusher.
+#[allow(clippy::too_many_arguments)]
+async fn guard_branch(
+    build: &BuildRow,
+    branch: &str,
+    repo_path: &Path,
+    failed_phase: Option<&str>,
+    log_path: &Path,
+    log: &mut FileLog,
+    store: &Store,
+    bus: &Addr<EventBus>,
+    metrics: &RuntimeMetrics,
+    guard: &Guard,
+    server: &ServerInfo,
+) {
+    use super::guard::{mail, rejected_ref, roll_back, RollBack};
+    let (rp, b, failed, prev, number) = (
+        repo_path.to_path_buf(),
+        branch.to_string(),
+        build.commit.clone(),
+        build.prev_commit.clone(),
+        build.number,
+    );
+    let outcome =
+        tokio::task::spawn_blocking(move || roll_back(&rp, &b, &failed, prev.as_deref(), number))
+            .await
+            .unwrap_or_else(|e| Err(format!("guard task failed: {e}")));
+    let rejected = rejected_ref(branch, build.number);
+    let (label, state, line) = match &outcome {
+        Ok(RollBack::MovedBack { to }) => (
+            "moved-back",
+            "MOVED_BACK",
+            format!("[slipway] Guarded branch {branch} moved back to {to}; the failed commit is kept as {rejected}"),
+        ),
+        Ok(RollBack::Deleted) => (
+            "deleted",
+            "DELETED",
+            format!("[slipway] Guarded branch {branch} was created by this push and is deleted again; the failed commit is kept as {rejected}"),
+        ),
+        Ok(RollBack::LeftAlone { now_at }) => (
+            "left-alone",
+            "LEFT_ALONE",
+            format!("[slipway] Guarded branch {branch} was pushed to meanwhile (now at {now_at}); left alone. The failed commit is kept as {rejected}"),
+        ),
+        Err(e) => (
+            "error",
+            "ERROR",
+            format!("[slipway] Guarded branch {branch} could not be moved back: {e}"),
+        ),
+    };
+    log.line(&line);
+    metrics
+        .guard_rollbacks_total
+        .with_label_values(&[label])
+        .inc();
+    tracing::warn!(build = build.id, repo = %build.repo, branch, outcome = label, "guarded branch after a failed build");
+    let detail = serde_json::json!({
+        "build_id": build.id,
+        "build_number": build.number,
+        "failed": build.commit,
+        "previous": build.prev_commit,
+        "rejected_ref": rejected,
+        "result": line.trim_start_matches("[slipway] "),
+    });
+    let event = NewEvent {
+        source: "build".into(),
+        kind: "guard-rollback".into(),
+        actor: Some("slipway".into()),
+        repo: Some(build.repo.clone()),
+        refname: build.refname.clone(),
+        state: Some(state.into()),
+        detail: detail.clone(),
+    };
+    let event_id = match bus.send(Publish(vec![event])).await {
+        Ok(Ok(ids)) => ids.first().copied(),
+        _ => None,
+    };
+    let mut entry = AuditEntry::new(
+        AuditKind::RefUpdate,
+        if label == "error" { "failed" } else { "ok" },
+    );
+    entry.user = Some("slipway".into());
+    entry.repo = Some(build.repo.clone());
+    entry.refname = build.refname.clone();
+    entry.detail = Some(detail.to_string());
+    let _ = store.audit(&entry);
+    // The pusher hears why, with the last lines of the log.
+    let Ok(outcome) = outcome else { return };
+    let Some(to) = guard.emails.get(&build.initiator).cloned() else {
+        tracing::info!(user = %build.initiator, "the pusher has no email address; not mailed");
+        return;
+    };
+    let text = std::fs::read_to_string(log_path).unwrap_or_default();
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let last = &lines[lines.len().saturating_sub(20)..];
+    let (subject, body) = mail(
+        &build.repo,
+        branch,
+        build.number,
+        build.id,
+        &build.commit,
+        &outcome,
+        failed_phase,
+        last,
+        server,
+    );
+    let delivery = NewDelivery {
+        event_id,
+        rule: "guard".into(),
+        kind: "email".into(),
+        target: to,
+        payload: serde_json::json!({ "subject": subject, "body": body }),
+    };
+    let (st, domain) = (store.clone(), guard.mail.domain.clone());
+    match tokio::task::spawn_blocking(move || st.enqueue(&[delivery], &domain)).await {
+        Ok(Ok(queued)) => {
+            let _ = guard.mail.notifier.try_send(DeliveriesQueued(queued));
+        }
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot queue the guard mail"),
+        Err(e) => tracing::error!(error = %e, "guard mail task failed"),
+    }
 }
 
 impl Actor for Builder {
@@ -643,9 +1067,8 @@ impl Actor for Builder {
         if let Ok(interrupted) = self.store.builds_with_status("IN_PROGRESS") {
             for b in interrupted {
                 if !self.running.contains_key(&b.id) {
-                    super::shell::LocalShell::kill_leftover(
-                        &self.builds_dir.join(b.id.to_string()).join("state"),
-                    );
+                    let state = self.builds_dir.join(b.id.to_string()).join("state");
+                    tokio::spawn(async move { BuildShell::kill_leftover(&state).await });
                     let _ = self.store.build_finished(
                         b.id,
                         "FAULT",
@@ -677,7 +1100,8 @@ impl Supervised for Builder {
 impl Handler<SetBuilds> for Builder {
     type Result = ();
     fn handle(&mut self, msg: SetBuilds, _ctx: &mut Self::Context) {
-        self.settings = msg.0;
+        self.settings = msg.config;
+        self.emails = msg.emails;
     }
 }
 
@@ -731,5 +1155,27 @@ impl Handler<StopBuild> for Builder {
             }
             _ => Ok(false),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_build_expires_in_the_queue_only_after_its_limit() {
+        let limit = Duration::from_secs(300);
+        assert!(!queue_expired(1000.0, 1000.0 + 299.0, limit));
+        assert!(!queue_expired(1000.0, 1000.0 + 300.0, limit));
+        assert!(queue_expired(1000.0, 1000.0 + 300.5, limit));
+    }
+
+    #[test]
+    fn instance_names_differ_per_builds_directory() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (na, nb) = (instance_name(a.path()), instance_name(b.path()));
+        assert_eq!(na.len(), 8);
+        assert_ne!(na, nb);
+        assert_eq!(na, instance_name(a.path()));
     }
 }

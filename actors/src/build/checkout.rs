@@ -61,3 +61,13 @@ pub fn read_file(repo: &Path, commit: &str, path: &str) -> Result<Option<Vec<u8>
         .map_err(|e| format!("reading {path} at {id}: {e}"))?;
     Ok(Some(object.data.clone()))
 }
+
+/// The short name of the default branch (what `HEAD` names) of the repository at `repo`.
+pub fn default_branch(repo: &Path) -> Option<String> {
+    let repo = gix::open(repo).ok()?;
+    let head = repo.head_name().ok()??;
+    head.as_bstr()
+        .to_string()
+        .strip_prefix("refs/heads/")
+        .map(str::to_string)
+}

@@ -3,14 +3,14 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::shell::{CommandOutcome, LocalShell};
+use super::shell::{BuildShell, CommandOutcome, Executor};
 use super::spec::{BuildSpec, OnFailure, PHASES};
 
 /// A build's (or a phase's) final status, as CodeBuild names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum BuildStatus {
     /// Everything passed.
@@ -39,7 +39,7 @@ impl BuildStatus {
 }
 
 /// One phase's outcome.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PhaseReport {
     /// `INSTALL`, `PRE_BUILD`, `BUILD`, `POST_BUILD`.
     pub name: String,
@@ -82,9 +82,8 @@ pub struct BuildContext {
     pub secrets: Vec<String>,
     /// The whole build's time limit.
     pub timeout: Duration,
-    /// Run commands as this `(uid, gid)` (the server runs builds unprivileged when it
-    /// runs as root); `None` runs them as the current user.
-    pub run_as: Option<(u32, u32)>,
+    /// Where the commands run (and as whom by default).
+    pub executor: Executor,
 }
 
 /// Replaces every secret value in `line` with `***`.
@@ -131,13 +130,15 @@ pub async fn run_build(
         .cloned()
         .chain(ctx.env.iter().cloned())
         .collect();
-    let shell = match LocalShell::prepare(
+    let shell = match BuildShell::prepare(
         spec.env.shell,
         &ctx.src_dir,
         &ctx.state_dir,
         &env,
-        ctx.run_as,
-    ) {
+        ctx.executor.clone(),
+    )
+    .await
+    {
         Ok(s) => s,
         Err(e) => {
             log.line(&format!("[slipway] cannot prepare the build shell: {e}"));
@@ -145,7 +146,7 @@ pub async fn run_build(
                 status: BuildStatus::Fault,
                 phases: Vec::new(),
                 exported: Vec::new(),
-                fault: Some(e.to_string()),
+                fault: Some(e),
             };
         }
     };
@@ -165,12 +166,21 @@ pub async fn run_build(
             "0"
         };
         let mut phase_status = BuildStatus::Succeeded;
+        // A phase's `run-as` beats the buildspec's.
+        let user = phase.run_as.as_deref().or(spec.run_as.as_deref());
         // `commands`, stopping at the first failure, then `finally`, stopping likewise.
         for list in [&phase.commands, &phase.finally] {
             for command in list.iter() {
                 log.line(&format!("[slipway] Running command {command}"));
                 let outcome = shell
-                    .run(command, succeeding, &mut |l| log.line(l), &stop, deadline)
+                    .run(
+                        command,
+                        succeeding,
+                        user,
+                        &mut |l| log.line(l),
+                        &stop,
+                        deadline,
+                    )
                     .await;
                 match outcome {
                     CommandOutcome::Exit(0) => continue,
@@ -239,20 +249,17 @@ pub async fn run_build(
     let exported = if spec.env.exported_variables.is_empty() {
         Vec::new()
     } else {
-        let values = shell.final_env().await.unwrap_or_default();
-        spec.env
-            .exported_variables
-            .iter()
-            .map(|n| {
-                let v = values
-                    .iter()
-                    .find(|(k, _)| k == n)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default();
-                (n.clone(), v)
-            })
-            .collect()
+        match shell.final_env(&spec.env.exported_variables).await {
+            Ok(values) => values,
+            Err(e) => {
+                log.line(&format!(
+                    "[slipway] cannot read the exported variables: {e}"
+                ));
+                Vec::new()
+            }
+        }
     };
+    shell.close().await;
     log.line(&format!("[slipway] Build complete: {}", status.as_str()));
     BuildReport {
         status,

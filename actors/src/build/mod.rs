@@ -7,13 +7,17 @@
 //! - [`shell`]: the local executor. Each command runs in its own shell process; the
 //!   working directory and the environment are carried from command to command and
 //!   phase to phase through a state directory, as CodeBuild does.
+//! - [`guard`]: guarded branches: moving a branch back when the commit pushed to it
+//!   fails its build (compare-and-swap), keeping the commit under `refs/slipway/rejected/`.
 //! - [`reports`]: reading a `reports` group's files (JUnit, TestNG, NUnit 3 XML) into a
 //!   [`reports::ReportSummary`].
 
 pub mod artifacts;
 pub mod builder;
+pub mod cache;
 pub mod checkout;
 pub mod engine;
+pub mod guard;
 pub mod reports;
 pub mod shell;
 pub mod spec;

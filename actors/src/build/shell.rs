@@ -1,11 +1,17 @@
-//! The local executor: each command runs in its own shell process in a fresh process
-//! group. Between commands the working directory and the environment are kept in a
-//! state directory (`pwd`, `env.sh`), so `cd` and `export` carry over as in CodeBuild;
-//! arrays and functions do not (neither do they in CodeBuild).
+//! The executors: where a build's commands run.
+//!
+//! Each command runs in its own shell process, on this host (`local`, in a fresh process
+//! group) or inside the build's container (`docker`, through `docker exec`). Between
+//! commands the working directory and the environment are kept in a state directory
+//! (`pwd`, `env.sh`), so `cd` and `export` carry over as in CodeBuild; arrays and
+//! functions do not (neither do they in CodeBuild). Both executors run the same script
+//! and the same engine code; only the process that runs it differs.
 
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
@@ -25,12 +31,38 @@ pub enum CommandOutcome {
     Fault(String),
 }
 
+/// Where a build's commands run.
+#[derive(Debug, Clone)]
+pub enum Executor {
+    /// On this host. Commands run as `run_as` `(uid, gid)` when given (a server running
+    /// as root runs builds as `nobody`); a buildspec `run-as` user is looked up in the
+    /// host's user database.
+    Local {
+        /// The default user for commands.
+        run_as: Option<(u32, u32)>,
+    },
+    /// In a container of a local image, through the Docker engine.
+    Docker(DockerSpec),
+}
+
+/// The container a Docker build runs in.
+#[derive(Debug, Clone)]
+pub struct DockerSpec {
+    /// The image (never pulled: it must exist on the server).
+    pub image: String,
+    /// The container's name (unique per server and build).
+    pub container: String,
+    /// Host directories mounted at the same path inside (the source directory, the state
+    /// directory and the build's home). Nothing else of the host is visible.
+    pub mounts: Vec<PathBuf>,
+}
+
 /// A prepared shell for one build.
-pub struct LocalShell {
+pub struct BuildShell {
     shell: Shell,
     src_dir: PathBuf,
     state: PathBuf,
-    run_as: Option<(u32, u32)>,
+    executor: Executor,
 }
 
 /// Gives `path` and everything below it to `uid:gid` (symlinks themselves, not targets).
@@ -50,40 +82,148 @@ pub fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-impl LocalShell {
-    /// Writes the initial state: `env` and the starting directory `src_dir`.
-    /// With `run_as`, commands run as that `(uid, gid)` and the state belongs to it.
-    pub fn prepare(
+/// Whether this process runs as root.
+pub fn running_as_root() -> bool {
+    // SAFETY: geteuid(2) has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `(uid, gid)` of the host user `name`, if it exists.
+pub fn lookup_user(name: &str) -> Option<(u32, u32)> {
+    let c_name = std::ffi::CString::new(name).ok()?;
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; `buf` outlives the use of `pwd`'s
+    // string fields (we only read the numeric ids).
+    let rc = unsafe {
+        libc::getpwnam_r(
+            c_name.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    (rc == 0 && !result.is_null()).then_some((pwd.pw_uid, pwd.pw_gid))
+}
+
+/// The `(uid, gid)` a local build's commands run as for buildspec `run-as: name`.
+/// Root is refused: a build never runs as root on the server's host.
+pub fn resolve_local_user(name: &str) -> Result<(u32, u32), String> {
+    let (uid, gid) = lookup_user(name).ok_or_else(|| {
+        format!("run-as user `{name}` does not exist on the build host; create it or remove run-as")
+    })?;
+    if uid == 0 {
+        return Err(format!(
+            "run-as `{name}` is root, which local builds never run as; use the docker executor for builds that need root"
+        ));
+    }
+    // SAFETY: geteuid(2) has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if !running_as_root() && uid != me {
+        return Err(format!(
+            "run-as `{name}` needs the server to run as root (it runs as uid {me}); remove run-as or run the server as root"
+        ));
+    }
+    Ok((uid, gid))
+}
+
+/// Whether `name` can be a shell variable name.
+fn is_identifier(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The environment the `docker` client itself runs with.
+fn docker_client<S: AsRef<OsStr>>(args: &[S]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("docker");
+    cmd.args(args).env_clear().env(
+        "PATH",
+        std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
+    );
+    for var in ["DOCKER_HOST", "DOCKER_CONFIG", "HOME"] {
+        if let Some(v) = std::env::var_os(var) {
+            cmd.env(var, v);
+        }
+    }
+    cmd.stdin(Stdio::null()).kill_on_drop(true);
+    cmd
+}
+
+/// Runs a `docker` command to completion; its stderr is the error.
+async fn docker<S: AsRef<OsStr>>(args: &[S]) -> Result<String, String> {
+    let out = tokio::time::timeout(Duration::from_secs(120), docker_client(args).output())
+        .await
+        .map_err(|_| "the Docker engine did not answer within 120 s".to_string())?
+        .map_err(|e| {
+            format!("cannot run `docker` ({e}); install the Docker CLI or use executor: local")
+        })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+impl BuildShell {
+    /// Writes the initial state: `env` and the starting directory `src_dir`; for Docker,
+    /// starts the build's container.
+    pub async fn prepare(
         shell: Shell,
         src_dir: &Path,
         state: &Path,
         env: &[(String, String)],
-        run_as: Option<(u32, u32)>,
-    ) -> std::io::Result<LocalShell> {
-        std::fs::create_dir_all(state)?;
-        let mut lines = String::new();
-        for (k, v) in env {
-            lines.push_str(&format!("export {k}={}\n", shell_quote(v)));
+        executor: Executor,
+    ) -> Result<BuildShell, String> {
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(state)?;
+            let mut lines = String::new();
+            for (k, v) in env {
+                lines.push_str(&format!("export {k}={}\n", shell_quote(v)));
+            }
+            std::fs::write(state.join("env.sh"), lines)?;
+            let mut pwd = src_dir.as_os_str().as_bytes().to_vec();
+            pwd.push(b'\n');
+            std::fs::write(state.join("pwd"), pwd)?;
+            match &executor {
+                Executor::Local {
+                    run_as: Some((uid, gid)),
+                } => chown_tree(state, *uid, *gid)?,
+                Executor::Local { run_as: None } => {}
+                // Any container user (root, or a run-as user the host does not know)
+                // rewrites these after each command; the build's directory is closed
+                // to the host's other users.
+                Executor::Docker(_) => {
+                    use std::os::unix::fs::PermissionsExt;
+                    for f in ["env.sh", "pwd"] {
+                        std::fs::set_permissions(
+                            state.join(f),
+                            std::fs::Permissions::from_mode(0o666),
+                        )?;
+                    }
+                }
+            }
+            Ok(())
+        };
+        write().map_err(|e| format!("cannot prepare the build's state directory: {e}"))?;
+        if let Executor::Docker(spec) = &executor {
+            start_container(spec, src_dir, state).await?;
         }
-        std::fs::write(state.join("env.sh"), lines)?;
-        let mut pwd = src_dir.as_os_str().as_bytes().to_vec();
-        pwd.push(b'\n');
-        std::fs::write(state.join("pwd"), pwd)?;
-        if let Some((uid, gid)) = run_as {
-            chown_tree(state, uid, gid)?;
-        }
-        Ok(LocalShell {
+        Ok(BuildShell {
             shell,
             src_dir: src_dir.to_path_buf(),
             state: state.to_path_buf(),
-            run_as,
+            executor,
         })
     }
 
     fn script(&self, command: &str, succeeding: &str) -> String {
         let state = shell_quote(&self.state.display().to_string());
+        // Only shell builtins between commands: no extra process per command.
         format!(
-            "cd \"$(cat {state}/pwd)\" || exit 1\n\
+            "IFS= read -r __slipway_pwd < {state}/pwd; cd \"$__slipway_pwd\" || exit 1; unset __slipway_pwd\n\
              . {state}/env.sh\n\
              export CODEBUILD_BUILD_SUCCEEDING={succeeding} SLIPWAY_BUILD_SUCCEEDING={succeeding}\n\
              trap '__slipway_rc=$?; pwd > {state}/pwd; export -p > {state}/env.sh; exit $__slipway_rc' EXIT\n\
@@ -92,11 +232,67 @@ impl LocalShell {
         )
     }
 
-    /// Runs one command; each output line goes to `out` as it is produced.
+    /// The process that runs `script` as `user` (a buildspec `run-as`; `None` is the
+    /// executor's default user).
+    fn command(
+        &self,
+        script: &Path,
+        user: Option<&str>,
+    ) -> Result<tokio::process::Command, String> {
+        match &self.executor {
+            Executor::Local { run_as } => {
+                let ids = match user {
+                    None => *run_as,
+                    Some(name) => Some(resolve_local_user(name)?),
+                };
+                let mut cmd = tokio::process::Command::new(self.shell.program());
+                cmd.arg(script)
+                    .current_dir(&self.src_dir)
+                    .env_clear()
+                    .env(
+                        "PATH",
+                        std::env::var_os("PATH")
+                            .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
+                    )
+                    .env("LANG", "C.UTF-8");
+                if let Some((uid, gid)) = ids {
+                    if running_as_root() {
+                        // The state files follow the user a phase runs as.
+                        for f in ["pwd", "env.sh", "command.sh"] {
+                            let _ =
+                                std::os::unix::fs::lchown(self.state.join(f), Some(uid), Some(gid));
+                        }
+                        let _ = std::os::unix::fs::lchown(&self.state, Some(uid), Some(gid));
+                        // std drops root's supplementary groups when it sets the uid.
+                        cmd.uid(uid).gid(gid);
+                    }
+                }
+                Ok(cmd)
+            }
+            Executor::Docker(spec) => {
+                let mut args: Vec<OsString> = vec!["exec".into()];
+                if let Some(name) = user {
+                    args.extend(["--user".into(), name.into()]);
+                }
+                args.extend([
+                    "--workdir".into(),
+                    self.src_dir.clone().into_os_string(),
+                    spec.container.clone().into(),
+                    self.shell.program().into(),
+                    script.as_os_str().to_owned(),
+                ]);
+                Ok(docker_client(&args))
+            }
+        }
+    }
+
+    /// Runs one command as `user` (`None`: the executor's default); each output line goes
+    /// to `out` as it is produced.
     pub async fn run(
         &self,
         command: &str,
         succeeding: &str,
+        user: Option<&str>,
         out: &mut (dyn FnMut(&str) + Send),
         stop: &CancellationToken,
         deadline: tokio::time::Instant,
@@ -105,36 +301,22 @@ impl LocalShell {
         if let Err(e) = std::fs::write(&script_path, self.script(command, succeeding)) {
             return CommandOutcome::Fault(format!("cannot write the command script: {e}"));
         }
-        if let Some((uid, gid)) = self.run_as {
-            let _ = std::os::unix::fs::lchown(&script_path, Some(uid), Some(gid));
-        }
-        let mut cmd = tokio::process::Command::new(self.shell.program());
-        cmd.arg(&script_path)
-            .current_dir(&self.src_dir)
-            .env_clear()
-            .env(
-                "PATH",
-                std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
-            )
-            .env("LANG", "C.UTF-8")
-            .stdin(Stdio::null())
+        let mut cmd = match self.command(&script_path, user) {
+            Ok(c) => c,
+            Err(e) => return CommandOutcome::Fault(e),
+        };
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        if let Some((uid, gid)) = self.run_as {
-            // std drops root's supplementary groups when it sets the uid of a child of root.
-            cmd.uid(uid).gid(gid);
-        }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
-            Err(e) => {
-                return CommandOutcome::Fault(format!("cannot start {}: {e}", self.shell.program()))
-            }
+            Err(e) => return CommandOutcome::Fault(format!("cannot start the build shell: {e}")),
         };
         let pgid = child.id().map(|p| p as i32);
         // Recorded so that a server killed mid-build can end the group on restart.
-        if let Some(pgid) = pgid {
+        if let (Some(pgid), Executor::Local { .. }) = (pgid, &self.executor) {
             let _ = std::fs::write(self.state.join("running.pgid"), pgid.to_string());
         }
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
@@ -172,8 +354,12 @@ impl LocalShell {
                     None => open = false,
                 },
                 status = child.wait(), if !open => {
-                    // The shell is done; anything it left running in its group goes too.
-                    kill_group();
+                    // Local: anything the command left running in its group goes too.
+                    // Docker: background processes live on in the container (as in
+                    // CodeBuild) until the build ends and the container is removed.
+                    if matches!(self.executor, Executor::Local { .. }) {
+                        kill_group();
+                    }
                     return match status {
                         Ok(s) => CommandOutcome::Exit(s.code().unwrap_or_else(|| {
                             use std::os::unix::process::ExitStatusExt;
@@ -183,12 +369,12 @@ impl LocalShell {
                     };
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    kill_group();
+                    self.kill_all(kill_group).await;
                     let _ = child.wait().await;
                     return CommandOutcome::TimedOut;
                 }
                 _ = stop.cancelled() => {
-                    kill_group();
+                    self.kill_all(kill_group).await;
                     let _ = child.wait().await;
                     return CommandOutcome::Stopped;
                 }
@@ -196,9 +382,36 @@ impl LocalShell {
         }
     }
 
-    /// Kills the process group a previous server process left running for the build
-    /// whose state directory is `state` — only if that group still runs our script.
-    pub fn kill_leftover(state: &Path) {
+    /// Ends everything the build runs: the process group, and for Docker the container's
+    /// processes (killing the `docker exec` client alone would leave them running).
+    async fn kill_all(&self, kill_group: impl Fn()) {
+        if let Executor::Docker(spec) = &self.executor {
+            if let Err(e) = docker(&["kill", spec.container.as_str()]).await {
+                tracing::warn!(container = %spec.container, error = %e, "cannot kill the build container");
+            }
+        }
+        kill_group();
+    }
+
+    /// Kills what a previous server process left running for the build whose state
+    /// directory is `state`: the local process group (only if it still runs our script)
+    /// or the build's container.
+    pub async fn kill_leftover(state: &Path) {
+        if let Ok(name) = std::fs::read_to_string(state.join("container")) {
+            let name = name.trim();
+            if !name.is_empty() {
+                match docker(&["rm", "-f", name]).await {
+                    Ok(_) => tracing::warn!(
+                        container = name,
+                        "removed a build container left by a previous server process"
+                    ),
+                    Err(e) => {
+                        tracing::debug!(container = name, error = %e, "no leftover container")
+                    }
+                }
+            }
+            let _ = std::fs::remove_file(state.join("container"));
+        }
         let Ok(text) = std::fs::read_to_string(state.join("running.pgid")) else {
             return;
         };
@@ -223,27 +436,115 @@ impl LocalShell {
         let _ = std::fs::remove_file(state.join("running.pgid"));
     }
 
-    /// The environment as the last command left it.
-    pub async fn final_env(&self) -> std::io::Result<Vec<(String, String)>> {
+    /// The values of `names` as the last command left the environment (empty when unset).
+    pub async fn final_env(&self, names: &[String]) -> Result<Vec<(String, String)>, String> {
         let state = shell_quote(&self.state.display().to_string());
-        let mut cmd = tokio::process::Command::new(self.shell.program());
-        cmd.arg("-c")
-            .arg(format!(". {state}/env.sh; env -0"))
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .current_dir(&self.src_dir);
-        if let Some((uid, gid)) = self.run_as {
-            cmd.uid(uid).gid(gid);
+        let mut script = format!(". {state}/env.sh\nprintf '%s\\0'");
+        for name in names {
+            if is_identifier(name) {
+                script.push_str(&format!(" \"${{{name}-}}\""));
+            } else {
+                script.push_str(" ''");
+            }
         }
-        let out = cmd.output().await?;
-        Ok(out
+        script.push('\n');
+        let path = self.state.join("final-env.sh");
+        std::fs::write(&path, script).map_err(|e| e.to_string())?;
+        let mut cmd = self.command(&path, None)?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let out = cmd.output().await.map_err(|e| e.to_string())?;
+        let values: Vec<String> = out
             .stdout
             .split(|b| *b == 0)
-            .filter_map(|kv| {
-                let kv = String::from_utf8_lossy(kv);
-                kv.split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-            })
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        Ok(names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), values.get(i).cloned().unwrap_or_default()))
             .collect())
+    }
+
+    /// Ends the build's executor: removes the Docker container (after giving the files
+    /// it wrote in the workspace back to the server's user when the server is not root).
+    pub async fn close(&self) {
+        let Executor::Docker(spec) = &self.executor else {
+            return;
+        };
+        if !running_as_root() {
+            // SAFETY: getuid/getgid have no preconditions.
+            let owner = unsafe { format!("{}:{}", libc::geteuid(), libc::getegid()) };
+            let mut args: Vec<OsString> = [
+                "exec",
+                "--user",
+                "0",
+                &spec.container,
+                "chown",
+                "-R",
+                &owner,
+            ]
+            .into_iter()
+            .map(OsString::from)
+            .collect();
+            args.extend(spec.mounts.iter().map(|m| m.clone().into_os_string()));
+            let _ = docker(&args).await;
+        }
+        if let Err(e) = docker(&["rm", "-f", spec.container.as_str()]).await {
+            tracing::warn!(container = %spec.container, error = %e, "cannot remove the build container");
+        }
+        let _ = std::fs::remove_file(self.state.join("container"));
+    }
+}
+
+/// Starts the long-lived container the build's commands are `docker exec`ed in.
+async fn start_container(spec: &DockerSpec, src_dir: &Path, state: &Path) -> Result<(), String> {
+    let mut mounts = Vec::new();
+    for dir in &spec.mounts {
+        let text = dir.to_str().unwrap_or("");
+        if text.is_empty() || text.contains([',', '=', '"', '\n']) {
+            return Err(format!(
+                "the build directory {} cannot be mounted into a container (its path has a comma, quote or `=`); move the data directory",
+                dir.display()
+            ));
+        }
+        mounts.push(format!("type=bind,source={text},target={text}"));
+    }
+    // Written first, so a server killed right after `docker run` still removes it.
+    std::fs::write(state.join("container"), &spec.container)
+        .map_err(|e| format!("cannot record the build container: {e}"))?;
+    let mut args: Vec<OsString> = [
+        "run",
+        "--detach",
+        "--pull",
+        "never",
+        "--name",
+        &spec.container,
+        "--label",
+        "org.slipway.build=1",
+        "--entrypoint",
+        "sleep",
+        "--workdir",
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .collect();
+    args.push(src_dir.as_os_str().to_owned());
+    for m in mounts {
+        args.extend(["--mount".into(), m.into()]);
+    }
+    // Far longer than any build may run (36 h); the container is removed at the end.
+    args.extend([spec.image.clone().into(), "2147483".into()]);
+    match docker(&args).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.contains("No such image") || e.contains("pull access denied") => Err(format!(
+            "the image `{}` is not on this server, and slipway never pulls images: build or load it there first (docker build / docker load / docker import)",
+            spec.image
+        )),
+        Err(e) => Err(format!(
+            "cannot start the build container from image `{}`: {e}",
+            spec.image
+        )),
     }
 }

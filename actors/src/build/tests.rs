@@ -52,7 +52,7 @@ async fn build_with(
         ],
         secrets,
         timeout,
-        run_as: None,
+        executor: super::shell::Executor::Local { run_as: None },
     };
     let mut log = Lines::default();
     let report = run_build(&spec, &ctx, &mut log, stop).await;

@@ -3,9 +3,12 @@
 //! ```yaml
 //! repos:
 //!   "app-*":
-//!     executor: local       # local (default); docker arrives with the Docker executor
+//!     executor: docker      # local (default) | docker
+//!     image: slipway/build:local   # required with docker; never pulled, must exist
 //!     timeout: 30m          # default 60m
+//!     queued-timeout: 2h    # default 8h: a build waiting longer ends as TIMED_OUT
 //!     params: ["/app/*"]    # parameters these builds may read (none by default)
+//!     guard: [main]         # branches moved back when their pushed commit fails to build
 //! ```
 //! The first pattern (in file order) that matches a repository's name applies.
 
@@ -27,20 +30,44 @@ pub struct BuildsConfig {
     pub repos: Vec<(Pattern, RepoBuilds)>,
 }
 
+/// Where a build's commands run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecutorKind {
+    /// On the server's host, as an unprivileged user.
+    Local,
+    /// In a container of this (local) image, through the Docker engine.
+    Docker {
+        /// The image reference.
+        image: String,
+    },
+}
+
 /// One repository pattern's settings.
 #[derive(Debug, Clone)]
 pub struct RepoBuilds {
+    /// Where commands run.
+    pub executor: ExecutorKind,
     /// The build's time limit.
     pub timeout: Duration,
+    /// How long a build may wait in the queue.
+    pub queued_timeout: Duration,
     /// Parameter-name patterns the builds may read.
     pub params: Vec<Pattern>,
+    /// Branch-name patterns moved back when their pushed commit fails to build.
+    pub guard: Vec<Pattern>,
 }
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+const DEFAULT_QUEUED_TIMEOUT: Duration = Duration::from_secs(8 * 3600);
 
 impl Default for RepoBuilds {
     fn default() -> Self {
         RepoBuilds {
-            timeout: Duration::from_secs(3600),
+            executor: ExecutorKind::Local,
+            timeout: DEFAULT_TIMEOUT,
+            queued_timeout: DEFAULT_QUEUED_TIMEOUT,
             params: Vec::new(),
+            guard: Vec::new(),
         }
     }
 }
@@ -60,6 +87,11 @@ impl RepoBuilds {
     /// Whether builds may read parameter `name`.
     pub fn may_read(&self, name: &str) -> bool {
         self.params.iter().any(|p| p.is_match(name))
+    }
+
+    /// Whether branch `name` (without `refs/heads/`) is guarded.
+    pub fn guards(&self, branch: &str) -> bool {
+        self.guard.iter().any(|p| p.is_match(branch))
     }
 }
 
@@ -85,14 +117,33 @@ impl<'de> Deserialize<'de> for Ordered {
                 let mut out = Vec::new();
                 while let Some(key) = map.next_key::<Glob>()? {
                     let value: RawRepo = map.next_value()?;
+                    let executor = match (value.executor, value.image) {
+                        (None | Some(Executor::Local), None) => ExecutorKind::Local,
+                        (None | Some(Executor::Local), Some(_)) => {
+                            return Err(serde::de::Error::custom(
+                                "`image` is only used with `executor: docker`; add that or remove `image`",
+                            ))
+                        }
+                        (Some(Executor::Docker), Some(image)) => {
+                            ExecutorKind::Docker { image: image.0 }
+                        }
+                        (Some(Executor::Docker), None) => {
+                            return Err(serde::de::Error::custom(
+                                "`executor: docker` needs `image:` naming an image that exists on the server (it is never pulled)",
+                            ))
+                        }
+                    };
                     out.push((
                         key.0,
                         RepoBuilds {
-                            timeout: value
-                                .timeout
+                            executor,
+                            timeout: value.timeout.map(|t| t.0).unwrap_or(DEFAULT_TIMEOUT),
+                            queued_timeout: value
+                                .queued_timeout
                                 .map(|t| t.0)
-                                .unwrap_or(Duration::from_secs(3600)),
+                                .unwrap_or(DEFAULT_QUEUED_TIMEOUT),
                             params: value.params.into_iter().map(|g| g.0).collect(),
+                            guard: value.guard.into_iter().map(|g| g.0).collect(),
                         },
                     ));
                 }
@@ -106,12 +157,18 @@ impl<'de> Deserialize<'de> for Ordered {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRepo {
-    #[serde(default, rename = "executor")]
-    _executor: Option<Executor>,
+    #[serde(default)]
+    executor: Option<Executor>,
+    #[serde(default)]
+    image: Option<Image>,
     #[serde(default)]
     timeout: Option<Timeout>,
+    #[serde(default, rename = "queued-timeout")]
+    queued_timeout: Option<QueuedTimeout>,
     #[serde(default)]
     params: Vec<Glob>,
+    #[serde(default)]
+    guard: Vec<Glob>,
 }
 
 struct Glob(Pattern);
@@ -121,16 +178,53 @@ impl<'de> Deserialize<'de> for Glob {
     }
 }
 
-struct Executor;
+enum Executor {
+    Local,
+    Docker,
+}
 impl<'de> Deserialize<'de> for Executor {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         checked_str(d, |s| match s.as_str() {
-            "local" => Ok(Executor),
-            "docker" => Err(
-                "the docker executor is not available in this version of slipway; use `local`"
-                    .into(),
-            ),
-            other => Err(format!("executor `{other}` must be `local`")),
+            "local" => Ok(Executor::Local),
+            "docker" => Ok(Executor::Docker),
+            other => Err(format!("executor `{other}` must be `local` or `docker`")),
+        })
+    }
+}
+
+/// A Docker image reference: `name[:tag][@digest]`, nothing a command line could take
+/// for an option.
+struct Image(String);
+impl<'de> Deserialize<'de> for Image {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked_str(d, |s| {
+            let ok = !s.is_empty()
+                && s.len() <= 255
+                && s.as_bytes()[0].is_ascii_alphanumeric()
+                && s.bytes().all(|b| {
+                    b.is_ascii_alphanumeric()
+                        || matches!(b, b'.' | b'/' | b':' | b'_' | b'-' | b'@')
+                });
+            if ok {
+                Ok(Image(s))
+            } else {
+                Err(format!(
+                    "image `{s}` is not an image reference like `slipway/build:local`"
+                ))
+            }
+        })
+    }
+}
+
+struct QueuedTimeout(Duration);
+impl<'de> Deserialize<'de> for QueuedTimeout {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked_str(d, |s| {
+            let t = parse_duration(&s)?;
+            if t < Duration::from_secs(5 * 60) || t > Duration::from_secs(8 * 3600) {
+                return Err(format!("queued-timeout `{s}` must be between 5m and 8h"));
+            }
+            Ok(QueuedTimeout(t))
         })
     }
 }
@@ -171,14 +265,54 @@ mod tests {
         assert!(c.for_repo("app-api").may_read("/app/token"));
         assert!(!c.for_repo("app-api").may_read("/ops/token"));
         assert_eq!(c.for_repo("other").timeout, Duration::from_secs(3600));
+        assert_eq!(c.for_repo("other").executor, ExecutorKind::Local);
+    }
+
+    #[test]
+    fn the_example_file_parses() {
+        let c = parse_builds_yaml("builds.yaml", include_str!("../../../etc/builds.yaml"))
+            .expect("etc/builds.yaml parses");
+        assert!(matches!(
+            c.for_repo("app-web").executor,
+            ExecutorKind::Docker { .. }
+        ));
+        assert!(c.for_repo("app-api").guards("release/2"));
+    }
+
+    #[test]
+    fn docker_guard_and_queue_settings() {
+        let c = parse_builds_yaml(
+            "builds.yaml",
+            "repos:\n  \"*\":\n    executor: docker\n    image: slipway/build:local\n    queued-timeout: 10m\n    guard: [main, \"release/*\"]\n",
+        )
+        .unwrap();
+        let r = c.for_repo("x");
+        assert_eq!(
+            r.executor,
+            ExecutorKind::Docker {
+                image: "slipway/build:local".into()
+            }
+        );
+        assert_eq!(r.queued_timeout, Duration::from_secs(600));
+        assert!(r.guards("main") && r.guards("release/1.2") && !r.guards("feature/x"));
     }
 
     #[test]
     fn mistakes_are_located() {
         let err = parse_builds_yaml("builds.yaml", "repos:\n  \"a\":\n    executor: docker\n")
             .unwrap_err();
+        assert!(err.message.contains("needs `image:`"), "{err}");
+        let err = parse_builds_yaml("builds.yaml", "repos:\n  \"a\":\n    executor: podman\n")
+            .unwrap_err();
         assert_eq!((err.line, err.column), (3, 15), "{err}");
-        assert!(err.message.contains("not available"), "{err}");
+        assert!(err.message.contains("`local` or `docker`"), "{err}");
+        let err = parse_builds_yaml(
+            "builds.yaml",
+            "repos:\n  \"a\":\n    executor: docker\n    image: \"--privileged\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.line, 4, "{err}");
+        assert!(err.message.contains("not an image reference"), "{err}");
         let err =
             parse_builds_yaml("builds.yaml", "repos:\n  \"a\":\n    timeout: 5s\n").unwrap_err();
         assert!(err.message.contains("between 1m and 36h"), "{err}");

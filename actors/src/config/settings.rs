@@ -78,6 +78,20 @@ impl Default for NotifySettings {
     }
 }
 
+/// The build queue (`builds:` in slipway.yaml).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuildSettings {
+    /// Builds that run at once; the others wait in a first-in, first-out queue.
+    pub parallel: usize,
+}
+
+impl Default for BuildSettings {
+    fn default() -> Self {
+        BuildSettings { parallel: 2 }
+    }
+}
+
 /// Webhook delivery.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{Store, StoreError};
+use super::{now, Store, StoreError};
 
 /// A build as stored.
 #[derive(Debug, Clone, Serialize)]
@@ -36,6 +36,8 @@ pub struct BuildRow {
     pub ended: Option<f64>,
     /// Why it faulted, and the like.
     pub detail: Option<String>,
+    /// The push event that triggered it, if one did.
+    pub event_id: Option<i64>,
 }
 
 /// A build to queue.
@@ -55,14 +57,7 @@ pub struct NewBuild {
     pub initiator: String,
 }
 
-fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-const COLUMNS: &str = "id, repo, number, commit_id, refname, prev_id, initiator, status, phases, exported, queued, started, ended, detail";
+const COLUMNS: &str = "id, repo, number, commit_id, refname, prev_id, initiator, status, phases, exported, queued, started, ended, detail, event_id";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
     let phases: String = r.get(8)?;
@@ -82,6 +77,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
         started: r.get(11)?,
         ended: r.get(12)?,
         detail: r.get(13)?,
+        event_id: r.get(14)?,
     })
 }
 

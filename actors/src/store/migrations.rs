@@ -122,6 +122,23 @@ const MIGRATIONS: &[(i64, &str)] = &[
     );
     "#,
     ),
+    (
+        4,
+        r#"
+    -- The build cache (`cache.paths`): one zip per repository and branch, stored like
+    -- artifacts (sealed, content-addressed); a newer build's save replaces the row.
+    CREATE TABLE build_cache (
+        repo     TEXT    NOT NULL,
+        branch   TEXT    NOT NULL,
+        sha256   TEXT    NOT NULL,
+        size     INTEGER NOT NULL,          -- bytes of the files, uncompressed
+        files    INTEGER NOT NULL,          -- entries (files and kept symbolic links)
+        build_id INTEGER NOT NULL,          -- the build that saved it
+        updated  REAL    NOT NULL,          -- unix seconds
+        PRIMARY KEY (repo, branch)
+    );
+    "#,
+    ),
 ];
 
 pub(super) fn apply(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {

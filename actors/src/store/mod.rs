@@ -7,6 +7,7 @@
 
 mod audit;
 mod builds;
+mod cache;
 mod events;
 mod migrations;
 mod outbox;
@@ -17,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use audit::{AuditEntry, AuditFilter, AuditKind};
 pub use builds::{ArtifactRow, BuildRow, NewBuild};
+pub use cache::CacheRow;
 pub use events::{Event, EventFilter, NewEvent};
 pub use outbox::{Delivery, NewDelivery, OutboxStats};
 pub use params::ParamRow;
@@ -89,3 +91,11 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
+
+/// Now, in unix seconds (the stored time format of every table but events).
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

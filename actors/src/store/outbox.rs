@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError};
+use super::{now, Store, StoreError};
 
 /// A delivery about to be queued.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,13 +49,6 @@ pub struct OutboxStats {
     pub oldest_pending_age: f64,
 }
 
-fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 impl Store {
     /// Queues `deliveries` and moves `consumer`'s cursor to `last_id`, atomically: after a
     /// crash either both happened or neither did, so nothing is lost or queued twice.
@@ -68,42 +61,26 @@ impl Store {
     ) -> Result<Vec<Delivery>, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let mut queued = Vec::with_capacity(deliveries.len());
-        let created = now();
-        for d in deliveries {
-            let token: u64 = rand::random();
-            let message_id = format!(
-                "<slipway.{}.{token:016x}@{message_domain}>",
-                d.event_id.unwrap_or(0)
-            );
-            tx.execute(
-                "INSERT INTO outbox (created, event_id, rule, kind, target, message_id, payload, next_attempt)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?1)",
-                rusqlite::params![
-                    created,
-                    d.event_id,
-                    d.rule,
-                    d.kind,
-                    d.target,
-                    message_id,
-                    d.payload.to_string()
-                ],
-            )?;
-            queued.push(Delivery {
-                id: tx.last_insert_rowid(),
-                created,
-                delivery: d.clone(),
-                message_id,
-                attempts: 0,
-                state: "pending".into(),
-                last_error: None,
-            });
-        }
+        let queued = insert_deliveries(&tx, deliveries, message_domain)?;
         tx.execute(
             "INSERT INTO cursors (consumer, last_id) VALUES (?1, ?2)
              ON CONFLICT(consumer) DO UPDATE SET last_id = MAX(last_id, excluded.last_id)",
             rusqlite::params![consumer, last_id],
         )?;
+        tx.commit()?;
+        Ok(queued)
+    }
+
+    /// Queues `deliveries` that no event consumer produced (e.g. the builder's mail to
+    /// a pusher whose guarded branch was moved back).
+    pub fn enqueue(
+        &self,
+        deliveries: &[NewDelivery],
+        message_domain: &str,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let queued = insert_deliveries(&tx, deliveries, message_domain)?;
         tx.commit()?;
         Ok(queued)
     }
@@ -217,4 +194,44 @@ fn row_to_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
         state: r.get(9)?,
         last_error: r.get(10)?,
     })
+}
+
+/// Inserts `deliveries` in `tx`, each with a fresh stable Message-ID.
+fn insert_deliveries(
+    tx: &rusqlite::Transaction<'_>,
+    deliveries: &[NewDelivery],
+    message_domain: &str,
+) -> Result<Vec<Delivery>, StoreError> {
+    let mut queued = Vec::with_capacity(deliveries.len());
+    let created = now();
+    for d in deliveries {
+        let token: u64 = rand::random();
+        let message_id = format!(
+            "<slipway.{}.{token:016x}@{message_domain}>",
+            d.event_id.unwrap_or(0)
+        );
+        tx.execute(
+            "INSERT INTO outbox (created, event_id, rule, kind, target, message_id, payload, next_attempt)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?1)",
+            rusqlite::params![
+                created,
+                d.event_id,
+                d.rule,
+                d.kind,
+                d.target,
+                message_id,
+                d.payload.to_string()
+            ],
+        )?;
+        queued.push(Delivery {
+            id: tx.last_insert_rowid(),
+            created,
+            delivery: d.clone(),
+            message_id,
+            attempts: 0,
+            state: "pending".into(),
+            last_error: None,
+        });
+    }
+    Ok(queued)
 }
