@@ -107,6 +107,45 @@ pub fn mail(event: &Event, server: &ServerInfo) -> (String, String) {
             );
             (subject, body)
         }
+        ("build", "build-state-change") => {
+            let state = e.state.as_deref().unwrap_or("?");
+            let build = format!("{repo}:{}", d["build_number"].as_i64().unwrap_or(0));
+            let on = if name.is_empty() {
+                String::new()
+            } else {
+                format!(" of {name}")
+            };
+            let inner = &d["detail"];
+            let phase = inner["failed_phase"].as_str();
+            let verb = match (state, phase) {
+                ("IN_PROGRESS", _) => "started".to_string(),
+                ("SUCCEEDED", _) => "succeeded".to_string(),
+                ("FAILED", Some(p)) => format!("failed in phase {}", p.to_lowercase()),
+                (other, Some(p)) => format!("ended {other} in phase {}", p.to_lowercase()),
+                (other, None) => format!("ended {other}"),
+            };
+            let subject = format!("[slipway] build {build}{on} {verb}");
+            let mut body = format!(
+                "Build {build}{on} {verb}.\n\n  repository: {repo}\n  commit:     {}\n  started by: {actor}\n  when:       {}\n",
+                short(d["commit"].as_str().unwrap_or("")),
+                event.time,
+            );
+            if let Some(reason) = inner["reason"].as_str() {
+                body.push_str(&format!("  reason:     {reason}\n"));
+            }
+            if let Some(lines) = inner["last_lines"].as_array().filter(|l| !l.is_empty()) {
+                body.push_str("\nLast lines of the log:\n");
+                for l in lines.iter().filter_map(Value::as_str) {
+                    body.push_str(&format!("  {l}\n"));
+                }
+            }
+            body.push_str(&format!(
+                "\nThe whole log:\n  {} build logs {}\n",
+                server.ssh(),
+                d["build_id"].as_i64().unwrap_or(0)
+            ));
+            (subject, body)
+        }
         ("notify", "delivery-failed") => {
             let subject = format!(
                 "[slipway] could not deliver {} to {}",
@@ -190,5 +229,42 @@ mod tests {
             "{body}"
         );
         assert!(body.contains("git log 11111111..22222222"), "{body}");
+    }
+
+    #[test]
+    fn a_failed_build_says_where_it_failed_and_how_it_ended() {
+        let event = Event {
+            id: 9,
+            time: "2026-11-29T10:00:00.000Z".into(),
+            event: NewEvent {
+                source: "build".into(),
+                kind: "build-state-change".into(),
+                actor: Some("alice".into()),
+                repo: Some("app-one".into()),
+                refname: Some("refs/heads/main".into()),
+                state: Some("FAILED".into()),
+                detail: serde_json::json!({
+                    "build_id": 31,
+                    "build_number": 7,
+                    "commit": "2222222222222222222222222222222222222222",
+                    "detail": {
+                        "failed_phase": "BUILD",
+                        "last_lines": ["cargo test", "test result: FAILED. 1 failed"],
+                    },
+                }),
+            },
+        };
+        let server = ServerInfo {
+            ssh_host: "ci.example".into(),
+            ssh_port: 2222,
+        };
+        let (subject, body) = mail(&event, &server);
+        assert_eq!(
+            subject,
+            "[slipway] build app-one:7 of main failed in phase build"
+        );
+        assert!(body.contains("  test result: FAILED. 1 failed\n"), "{body}");
+        assert!(body.contains("build logs 31"), "{body}");
+        assert!(body.contains("started by: alice"), "{body}");
     }
 }

@@ -28,6 +28,10 @@ pub enum BuildCommand {
         /// Only this repository's builds.
         #[arg(long)]
         repo: Option<String>,
+        /// Only builds with this status (QUEUED, IN_PROGRESS, SUCCEEDED, FAILED, FAULT,
+        /// TIMED_OUT, STOPPED).
+        #[arg(long)]
+        status: Option<String>,
         /// At most this many.
         #[arg(long, default_value_t = 20)]
         limit: usize,
@@ -35,7 +39,7 @@ pub enum BuildCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Show one build: status, phases, exported variables.
+    /// Show one build: status, phases, exported variables, test reports, artifacts.
     Info {
         /// The build id.
         id: i64,
@@ -200,13 +204,30 @@ pub async fn run(ctx: &CommandContext<'_>, cmd: BuildCommand, out: Out<'_>) -> C
         }
         BuildCommand::List {
             repo,
+            status,
             limit,
             json: as_json,
         } => {
+            const STATUSES: [&str; 7] = [
+                "QUEUED",
+                "IN_PROGRESS",
+                "SUCCEEDED",
+                "FAILED",
+                "FAULT",
+                "TIMED_OUT",
+                "STOPPED",
+            ];
+            let status = status.map(|s| s.to_ascii_uppercase());
+            if let Some(s) = status.as_deref().filter(|s| !STATUSES.contains(s)) {
+                return Err(CommandError::new(format!(
+                    "unknown status `{s}`; use one of {}",
+                    STATUSES.join(", ")
+                )));
+            }
             let store = ctx.state.store.clone();
             let r = repo.clone();
             let builds = tokio::task::spawn_blocking(move || {
-                store.builds_recent(r.as_deref(), limit.clamp(1, 1000) * 4)
+                store.builds_recent(r.as_deref(), status.as_deref(), limit.clamp(1, 1000) * 4)
             })
             .await
             .map_err(|e| CommandError::internal("listing builds", e))?
@@ -243,6 +264,21 @@ pub async fn run(ctx: &CommandContext<'_>, cmd: BuildCommand, out: Out<'_>) -> C
             }
             if let Some(d) = &b.detail {
                 text.push_str(&format!("detail: {d}\n"));
+            }
+            for r in b.reports.as_array().into_iter().flatten() {
+                text.push_str(&format!(
+                    "report {}: {} tests, {} passed, {} failed, {} errors, {} skipped ({} files)\n",
+                    r["name"].as_str().unwrap_or("?"),
+                    r["total"].as_u64().unwrap_or(0),
+                    r["passed"].as_u64().unwrap_or(0),
+                    r["failed"].as_u64().unwrap_or(0),
+                    r["errors"].as_u64().unwrap_or(0),
+                    r["skipped"].as_u64().unwrap_or(0),
+                    r["files"].as_u64().unwrap_or(0),
+                ));
+                for p in r["problems"].as_array().into_iter().flatten() {
+                    text.push_str(&format!("  {}\n", p.as_str().unwrap_or("")));
+                }
             }
             for a in artifacts_of(ctx, id).await? {
                 text.push_str(&format!(

@@ -228,22 +228,36 @@ fn build_start_follow_stop_and_permissions() {
 }
 
 #[test]
-fn a_build_interrupted_by_a_restart_is_marked_fault() {
-    let mut s = Server::start();
+fn a_build_interrupted_by_a_restart_is_marked_fault_and_the_queue_runs() {
+    // One build at a time: the second push waits in the queue.
+    let mut s = Server::start_with(Options {
+        settings: Some(format!("{}builds:\n  parallel: 1\n", settings_yaml(&[]))),
+        ..Options::default()
+    });
     let work = s.local_repo(&s.admin, "w");
     commit_file(
         &s,
         &s.admin,
         &work,
         "buildspec.yml",
-        "version: 0.2\nphases:\n  build:\n    commands: [\"sleep 30\"]\n",
-        "slow",
+        "version: 0.2\nphases:\n  build:\n    commands: ['if [ \"$CODEBUILD_WEBHOOK_HEAD_REF\" = refs/heads/main ]; then sleep 30; fi']\n",
+        "slow on main",
     );
     s.git(&s.admin, &work, &["push", &s.url("app-r"), "main"])
         .ok();
     assert!(eventually(std::time::Duration::from_secs(20), || {
         build_json(&s, 1)["status"] == "IN_PROGRESS"
     }));
+    s.git(&s.admin, &work, &["push", &s.url("app-r"), "main:other"])
+        .ok();
+    assert!(eventually(std::time::Duration::from_secs(20), || {
+        s.ssh(&s.admin, "build list --json")
+            .ok()
+            .stdout
+            .contains("refs/heads/other")
+    }));
+    assert_eq!(build_json(&s, 2)["status"], "QUEUED");
+    assert_eq!(s.metric("slipway_build_queue_depth"), 1.0);
     s.kill9();
     s.spawn();
     let b = build_json(&s, 1);
@@ -252,6 +266,8 @@ fn a_build_interrupted_by_a_restart_is_marked_fault() {
         b["detail"].as_str().unwrap().contains("server stopped"),
         "{b}"
     );
+    // The queued build was not lost: it runs after the restart.
+    assert_eq!(wait_done(&s, 2)["status"], "SUCCEEDED");
 }
 
 #[test]
@@ -703,6 +719,11 @@ fn a_guarded_branch_is_moved_back_when_its_pushed_commit_fails() {
     });
     s.push_admin_file("builds.yaml", "repos:\n  \"app-*\":\n    guard: [main]\n")
         .ok();
+    s.push_admin_file(
+        "rules.yaml",
+        "rules:\n  - name: failed-builds\n    match: { source: build, type: build-state-change, state: FAILED }\n    targets:\n      - email: [team@example.com]\n",
+    )
+    .ok();
     let spec = "version: 0.2\nphases:\n  build:\n    commands: [\"echo checking\", \"test ! -f broken\"]\n";
     let work = s.local_repo(&s.alice, "w");
     commit_file(&s, &s.alice, &work, "buildspec.yml", spec, "good");
@@ -757,10 +778,39 @@ fn a_guarded_branch_is_moved_back_when_its_pushed_commit_fails() {
         .stdout;
     assert!(log.contains("Guarded branch main moved back to"), "{log}");
     // The pusher is told why, with the log's last lines and how to get the commit back.
-    let mails = sink.wait_for(1, std::time::Duration::from_secs(30));
-    assert_eq!(mails.len(), 1, "{mails:?}");
-    let m = &mails[0];
-    assert_eq!(m.header("To").as_deref(), Some("alice@example.com"));
+    let mails = sink.wait_for(3, std::time::Duration::from_secs(30));
+    assert_eq!(
+        mails.len(),
+        3,
+        "guard mail + a rule mail per failed build: {mails:?}"
+    );
+    // The rule's mail says where the build failed, with the end of its log.
+    let team: Vec<_> = mails
+        .iter()
+        .filter(|m| m.header("To").as_deref() == Some("team@example.com"))
+        .collect();
+    assert_eq!(team.len(), 2, "{mails:?}");
+    let main_mail = team
+        .iter()
+        .find(|m| {
+            m.header("Subject")
+                .unwrap_or_default()
+                .contains(" of main ")
+        })
+        .expect("a mail about main's build");
+    assert_eq!(
+        main_mail.header("Subject").as_deref(),
+        Some(format!("[slipway] build app-g:{main_build} of main failed in phase build").as_str())
+    );
+    assert!(
+        main_mail.body().contains("test ! -f broken"),
+        "{}",
+        main_mail.body()
+    );
+    let m = mails
+        .iter()
+        .find(|m| m.header("To").as_deref() == Some("alice@example.com"))
+        .expect("a mail to the pusher");
     let subject = m.header("Subject").unwrap_or_default();
     assert!(subject.contains("main moved back"), "{subject}");
     let body = m.body();
@@ -784,4 +834,83 @@ fn a_guarded_branch_is_moved_back_when_its_pushed_commit_fails() {
     )
     .fails()
     .says("refs/slipway/ belongs to the server");
+}
+
+#[test]
+fn test_reports_statuses_and_build_metrics() {
+    let s = Server::start();
+    let spec = r#"version: 0.2
+phases:
+  build:
+    commands:
+      - mkdir -p target/reports
+      - printf '%s\n' '<testsuite name="unit" tests="3" failures="1" skipped="1" time="0.5">' '<testcase name="a" time="0.1"/>' '<testcase name="b"><failure message="boom"/></testcase>' '<testcase name="c"><skipped/></testcase>' '</testsuite>' > target/reports/unit.xml
+      - echo 'not xml <' > target/reports/broken.xml
+reports:
+  unit-tests:
+    files: ['**/*.xml']
+    base-directory: target/reports
+"#;
+    let work = s.local_repo(&s.admin, "w");
+    commit_file(&s, &s.admin, &work, "buildspec.yml", spec, "reports");
+    s.git(&s.admin, &work, &["push", &s.url("app-rep"), "main"])
+        .ok();
+    let b = wait_done(&s, 1);
+    assert_eq!(b["status"], "SUCCEEDED", "{b}");
+    let r = &b["reports"][0];
+    assert_eq!(r["name"], "unit-tests", "{b}");
+    assert_eq!(
+        (&r["total"], &r["passed"], &r["failed"], &r["skipped"]),
+        (&3.into(), &1.into(), &1.into(), &1.into()),
+        "{b}"
+    );
+    let info = s.ssh(&s.admin, "build info 1").ok();
+    info.says("report unit-tests: 3 tests, 1 passed, 1 failed, 0 errors, 1 skipped (1 files)")
+        .says("broken.xml");
+    // A second build that fails, to filter by status.
+    commit_file(
+        &s,
+        &s.admin,
+        &work,
+        "buildspec.yml",
+        "version: 0.2\nphases:\n  build:\n    commands: [\"false\"]\n",
+        "fail",
+    );
+    s.git(&s.admin, &work, &["push", &s.url("app-rep"), "main"])
+        .ok();
+    assert_eq!(wait_done(&s, 2)["status"], "FAILED");
+    let ids = |status: &str| -> Vec<i64> {
+        let out = s
+            .ssh(&s.admin, &format!("build list --status {status} --json"))
+            .ok()
+            .stdout;
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["id"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(ids("SUCCEEDED"), vec![1]);
+    assert_eq!(ids("failed"), vec![2]);
+    s.ssh(&s.admin, "build list --status DONE")
+        .fails()
+        .says("unknown status `DONE`");
+    // Metrics: builds by status, durations, push -> start latency.
+    assert_eq!(s.metric("slipway_builds_total{status=\"SUCCEEDED\"}"), 1.0);
+    assert_eq!(s.metric("slipway_builds_total{status=\"FAILED\"}"), 1.0);
+    assert_eq!(
+        s.metric("slipway_build_duration_seconds_count{status=\"FAILED\"}"),
+        1.0
+    );
+    assert_eq!(
+        s.metric(
+            "slipway_build_phase_duration_seconds_count{phase=\"BUILD\",status=\"SUCCEEDED\"}"
+        ),
+        1.0
+    );
+    assert_eq!(s.metric("slipway_push_to_build_start_seconds_count"), 2.0);
+    assert_eq!(s.metric("slipway_build_queue_depth"), 0.0);
+    let metrics = s.metrics();
+    assert!(metrics.contains("slipway_builds_running"), "{metrics}");
 }

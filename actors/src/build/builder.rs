@@ -487,8 +487,28 @@ async fn run_one(
         let bus = bus.clone();
         let build = build.clone();
         let metrics = metrics.clone();
+        let log_path = dir.join("build.log");
         async move {
             let s = status.as_str();
+            // What a person needs to see in a mail about a failure: where, and the end
+            // of the log.
+            let failed_phase = serde_json::from_value::<Vec<PhaseReport>>(phases.clone())
+                .ok()
+                .and_then(|list| {
+                    list.into_iter()
+                        .find(|p| p.status != BuildStatus::Succeeded)
+                        .map(|p| p.name)
+                });
+            let last_lines: Vec<String> = if status == BuildStatus::Succeeded {
+                Vec::new()
+            } else {
+                let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(15)..]
+                    .iter()
+                    .map(|l| l.to_string())
+                    .collect()
+            };
             metrics.builds_total.with_label_values(&[s]).inc();
             metrics
                 .build_duration_seconds
@@ -512,7 +532,13 @@ async fn run_one(
                 &bus,
                 &build,
                 s,
-                serde_json::json!({ "phases": phases, "exported": exported, "reason": detail }),
+                serde_json::json!({
+                    "phases": phases,
+                    "exported": exported,
+                    "reason": detail,
+                    "failed_phase": failed_phase,
+                    "last_lines": last_lines,
+                }),
             )
             .await;
             tracing::info!(build = id, repo = %build.repo, status = s, "build finished");
@@ -800,6 +826,30 @@ async fn run_one(
         executor,
     };
     let mut report = run_build(&spec, &ctx, &mut log, stop).await;
+    // Test reports are read whatever the outcome, as CodeBuild does.
+    if !spec.reports.is_empty() && !report.phases.is_empty() {
+        let (groups, src_dir, st) = (spec.reports.clone(), ctx.src_dir.clone(), store.clone());
+        let summaries = tokio::task::spawn_blocking(move || {
+            let list: Vec<_> = groups
+                .iter()
+                .map(|g| super::reports::collect(&src_dir, g))
+                .collect();
+            let value = serde_json::to_value(&list).unwrap_or_default();
+            let _ = st.build_reports(id, &value);
+            list
+        })
+        .await
+        .unwrap_or_default();
+        for r in summaries {
+            log.line(&format!(
+                "[slipway] Report {}: {} tests, {} passed, {} failed, {} errors, {} skipped",
+                r.name, r.total, r.passed, r.failed, r.errors, r.skipped
+            ));
+            for p in &r.problems {
+                log.line(&format!("[slipway] Report {}: {p}", r.name));
+            }
+        }
+    }
     // UPLOAD_ARTIFACTS is attempted even after a failed build phase, but not after a
     // failed install or pre_build, a timeout or a stop.
     let ended_early = report.phases.last().is_some_and(|p| {

@@ -38,6 +38,8 @@ pub struct BuildRow {
     pub detail: Option<String>,
     /// The push event that triggered it, if one did.
     pub event_id: Option<i64>,
+    /// Test report summaries (JSON list), from the buildspec's `reports`.
+    pub reports: serde_json::Value,
 }
 
 /// A build to queue.
@@ -57,7 +59,7 @@ pub struct NewBuild {
     pub initiator: String,
 }
 
-const COLUMNS: &str = "id, repo, number, commit_id, refname, prev_id, initiator, status, phases, exported, queued, started, ended, detail, event_id";
+const COLUMNS: &str = "id, repo, number, commit_id, refname, prev_id, initiator, status, phases, exported, queued, started, ended, detail, event_id, reports";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
     let phases: String = r.get(8)?;
@@ -78,6 +80,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
         ended: r.get(12)?,
         detail: r.get(13)?,
         event_id: r.get(14)?,
+        reports: serde_json::from_str(&r.get::<_, String>(15)?).unwrap_or_default(),
     })
 }
 
@@ -142,30 +145,17 @@ impl Store {
     pub fn builds_recent(
         &self,
         repo: Option<&str>,
+        status: Option<&str>,
         limit: usize,
     ) -> Result<Vec<BuildRow>, StoreError> {
         let conn = self.lock();
-        let limit = limit as i64;
-        let rows = match repo {
-            Some(r) => {
-                let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM builds WHERE repo = ?1 ORDER BY id DESC LIMIT ?2"
-                ))?;
-                let v = stmt
-                    .query_map(rusqlite::params![r, limit], row)?
-                    .collect::<Result<Vec<_>, _>>()?;
-                v
-            }
-            None => {
-                let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM builds ORDER BY id DESC LIMIT ?1"
-                ))?;
-                let v = stmt
-                    .query_map([limit], row)?
-                    .collect::<Result<Vec<_>, _>>()?;
-                v
-            }
-        };
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM builds WHERE (?1 IS NULL OR repo = ?1) AND (?2 IS NULL OR status = ?2)
+             ORDER BY id DESC LIMIT ?3"
+        ))?;
+        let rows = stmt
+            .query_map(rusqlite::params![repo, status, limit as i64], row)?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
@@ -175,6 +165,16 @@ impl Store {
         conn.execute(
             "UPDATE builds SET status = 'IN_PROGRESS', started = ?2 WHERE id = ?1",
             rusqlite::params![id, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Stores the test report summaries of build `id`.
+    pub fn build_reports(&self, id: i64, reports: &serde_json::Value) -> Result<(), StoreError> {
+        let conn = self.lock();
+        conn.execute(
+            "UPDATE builds SET reports = ?2 WHERE id = ?1",
+            rusqlite::params![id, reports.to_string()],
         )?;
         Ok(())
     }

@@ -139,6 +139,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
     );
     "#,
     ),
+    (
+        5,
+        r#"
+    -- Test report summaries of a build (JSON list), from the buildspec's `reports`.
+    ALTER TABLE builds ADD COLUMN reports TEXT NOT NULL DEFAULT '[]';
+    "#,
+    ),
 ];
 
 pub(super) fn apply(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
