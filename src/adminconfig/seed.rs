@@ -91,6 +91,6 @@ mod tests {
             include_str!("../../etc/builds.yaml"),
         )
         .unwrap();
-        assert!(builds.for_repo("app-web").may_read("/app/token"));
+        assert!(builds.for_repo("app-api").may_read("/app/token"));
     }
 }

@@ -27,16 +27,20 @@ impl LogSink for Stdout {
     }
 }
 
-fn git(path: &Path, args: &[&str]) -> Option<String> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(path)
-        .args(args)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+/// The working tree's commit and branch (empty when it is not a git repository), read
+/// with gix rather than two `git` processes.
+fn head_of(path: &Path) -> (String, String) {
+    let Ok(repo) = gix::discover(path) else {
+        return (String::new(), String::new());
+    };
+    let commit = repo.head_id().map(|id| id.to_string()).unwrap_or_default();
+    let branch = repo
+        .head_name()
+        .ok()
+        .flatten()
+        .map(|n| n.shorten().to_string())
+        .unwrap_or_default();
+    (commit, branch)
 }
 
 /// Runs the build; returns whether it succeeded.
@@ -67,8 +71,7 @@ pub async fn build_local(opts: LocalBuild) -> anyhow::Result<bool> {
             );
         }
     }
-    let commit = git(&path, &["rev-parse", "HEAD"]).unwrap_or_default();
-    let branch = git(&path, &["symbolic-ref", "--short", "HEAD"]).unwrap_or_default();
+    let (commit, branch) = head_of(&path);
     let start_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())

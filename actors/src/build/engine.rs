@@ -130,7 +130,7 @@ pub async fn run_build(
         .cloned()
         .chain(ctx.env.iter().cloned())
         .collect();
-    let shell = match BuildShell::prepare(
+    let mut shell = match BuildShell::prepare(
         spec.env.shell,
         &ctx.src_dir,
         &ctx.state_dir,

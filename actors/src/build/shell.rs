@@ -63,7 +63,44 @@ pub struct BuildShell {
     src_dir: PathBuf,
     state: PathBuf,
     executor: Executor,
+    /// The long-lived bash that forks one subshell per command (bash builds only).
+    session: Option<Session>,
+    /// Marks the session's own lines in the output streams.
+    nonce: String,
 }
+
+/// A long-lived `bash` running the session loop (see [`SESSION_LOOP`]) as one user.
+/// Forking a subshell per command costs far less than starting a shell per command.
+struct Session {
+    user: Option<String>,
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    /// Output lines: `(from stderr, line)`.
+    lines: tokio::sync::mpsc::Receiver<(bool, String)>,
+    /// The session's process group (local executor).
+    pgid: Option<i32>,
+}
+
+/// The session loop. For each script path read from stdin it runs the script in a
+/// subshell of its own process group (`set -m`), so `cd`/`export` are saved by the
+/// script's EXIT trap and `exit` ends only that command; then it kills whatever the
+/// command left running in its group, and reports on both output streams, after the
+/// command's own output: `<RS>NONCE pgid N`, `<RS>NONCE done STATUS` (stdout) and
+/// `<RS>NONCE done` (stderr).
+const SESSION_LOOP: &str = r#"set -m
+while IFS= read -r __slipway_script; do
+  ( . "$__slipway_script" ) </dev/null &
+  __slipway_job=$!
+  printf '%s pgid %s
+' "$__slipway_nonce" "$__slipway_job"
+  wait "$__slipway_job"; __slipway_rc=$?
+  kill -9 -- "-$__slipway_job" 2>/dev/null
+  printf '%s done %s
+' "$__slipway_nonce" "$__slipway_rc"
+  printf '%s done
+' "$__slipway_nonce" >&2
+done
+"#;
 
 /// Gives `path` and everything below it to `uid:gid` (symlinks themselves, not targets).
 pub fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
@@ -216,6 +253,8 @@ impl BuildShell {
             src_dir: src_dir.to_path_buf(),
             state: state.to_path_buf(),
             executor,
+            session: None,
+            nonce: format!("slipway-{:016x}", rand::random::<u64>()),
         })
     }
 
@@ -233,11 +272,12 @@ impl BuildShell {
     }
 
     /// The process that runs `script` as `user` (a buildspec `run-as`; `None` is the
-    /// executor's default user).
+    /// executor's default user); `interactive` keeps its stdin open through Docker.
     fn command(
         &self,
         script: &Path,
         user: Option<&str>,
+        interactive: bool,
     ) -> Result<tokio::process::Command, String> {
         match &self.executor {
             Executor::Local { run_as } => {
@@ -271,6 +311,9 @@ impl BuildShell {
             }
             Executor::Docker(spec) => {
                 let mut args: Vec<OsString> = vec!["exec".into()];
+                if interactive {
+                    args.push("--interactive".into());
+                }
                 if let Some(name) = user {
                     args.extend(["--user".into(), name.into()]);
                 }
@@ -287,8 +330,202 @@ impl BuildShell {
     }
 
     /// Runs one command as `user` (`None`: the executor's default); each output line goes
-    /// to `out` as it is produced.
+    /// to `out` as it is produced. bash builds run their commands in a session (one
+    /// long-lived shell forking a subshell per command); `sh` builds start a shell per
+    /// command. Either way each command starts from the directory and environment the
+    /// previous one left, and whatever it leaves running is killed when it ends.
     pub async fn run(
+        &mut self,
+        command: &str,
+        succeeding: &str,
+        user: Option<&str>,
+        out: &mut (dyn FnMut(&str) + Send),
+        stop: &CancellationToken,
+        deadline: tokio::time::Instant,
+    ) -> CommandOutcome {
+        if self.shell == Shell::Bash {
+            self.run_in_session(command, succeeding, user, out, stop, deadline)
+                .await
+        } else {
+            self.run_alone(command, succeeding, user, out, stop, deadline)
+                .await
+        }
+    }
+
+    /// Starts (or keeps) the session for `user`.
+    async fn session_for(&mut self, user: Option<&str>) -> Result<&mut Session, String> {
+        if self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.user.as_deref() != user)
+        {
+            // Another user's phase: that session ends; the state on disk carries over.
+            if let Some(old) = self.session.take() {
+                self.end_session(old).await;
+            }
+        }
+        if self.session.is_none() {
+            let loop_path = self.state.join("session.sh");
+            std::fs::write(
+                &loop_path,
+                format!("__slipway_nonce={}\n{SESSION_LOOP}", self.nonce),
+            )
+            .map_err(|e| format!("cannot write the session script: {e}"))?;
+            let mut cmd = self.command(&loop_path, user, true)?;
+            cmd.stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0)
+                .kill_on_drop(true);
+            let mut child = cmd
+                .spawn()
+                .map_err(|e| format!("cannot start the build shell: {e}"))?;
+            let pgid = child.id().map(|p| p as i32);
+            let (Some(stdin), Some(stdout), Some(stderr)) =
+                (child.stdin.take(), child.stdout.take(), child.stderr.take())
+            else {
+                return Err("no pipes to the build shell".into());
+            };
+            let (tx, rx) = tokio::sync::mpsc::channel::<(bool, String)>(1024);
+            for (is_err, stream) in [
+                (
+                    false,
+                    Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                ),
+                (true, Box::new(stderr)),
+            ] {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut lines = BufReader::new(stream).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        if tx.send((is_err, line)).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            self.session = Some(Session {
+                user: user.map(str::to_string),
+                child,
+                stdin,
+                lines: rx,
+                pgid,
+            });
+        }
+        self.session
+            .as_mut()
+            .ok_or_else(|| "the build shell did not start".to_string())
+    }
+
+    /// Ends a session: its loop stops at end of input; anything left is killed.
+    async fn end_session(&self, mut session: Session) {
+        drop(session.stdin);
+        let _ = tokio::time::timeout(Duration::from_secs(5), session.child.wait()).await;
+        if let Some(pgid) = session.pgid {
+            // SAFETY: kill(2) on the process group of a shell this build started.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+        let _ = session.child.kill().await;
+    }
+
+    async fn run_in_session(
+        &mut self,
+        command: &str,
+        succeeding: &str,
+        user: Option<&str>,
+        out: &mut (dyn FnMut(&str) + Send),
+        stop: &CancellationToken,
+        deadline: tokio::time::Instant,
+    ) -> CommandOutcome {
+        let script_path = self.state.join("command.sh");
+        if let Err(e) = std::fs::write(&script_path, self.script(command, succeeding)) {
+            return CommandOutcome::Fault(format!("cannot write the command script: {e}"));
+        }
+        if let Executor::Docker(_) = &self.executor {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&script_path, std::fs::Permissions::from_mode(0o644));
+        }
+        let state = self.state.clone();
+        let marker = format!("\u{1e}{} ", self.nonce);
+        let is_local = matches!(self.executor, Executor::Local { .. });
+        let session = match self.session_for(user).await {
+            Ok(s) => s,
+            Err(e) => return CommandOutcome::Fault(e),
+        };
+        let mut line = script_path.as_os_str().as_bytes().to_vec();
+        line.push(b'\n');
+        use tokio::io::AsyncWriteExt;
+        if let Err(e) = session.stdin.write_all(&line).await {
+            let old = self.session.take();
+            if let Some(old) = old {
+                self.end_session(old).await;
+            }
+            return CommandOutcome::Fault(format!("the build shell is gone: {e}"));
+        }
+        let _ = session.stdin.flush().await;
+        let mut job: Option<i32> = None;
+        let mut status: Option<i32> = None;
+        let mut err_done = false;
+        let ended = loop {
+            if let (Some(rc), true) = (status, err_done) {
+                break CommandOutcome::Exit(rc);
+            }
+            tokio::select! {
+                next = session.lines.recv() => match next {
+                    Some((is_err, text)) => {
+                        let Some(pos) = text.find(&marker) else {
+                            out(&text);
+                            continue;
+                        };
+                        // A command's last line without a newline shares the marker's line.
+                        if pos > 0 {
+                            out(&text[..pos]);
+                        }
+                        let rest = &text[pos + marker.len()..];
+                        match (is_err, rest.split_once(' ')) {
+                            (true, _) => err_done = true,
+                            (false, Some(("pgid", n))) => {
+                                job = n.trim().parse().ok();
+                                if let (Some(pgid), Some(j), true) = (session.pgid, job, is_local) {
+                                    let _ = std::fs::write(state.join("running.pgid"), format!("{pgid} {j}"));
+                                }
+                            }
+                            (false, Some(("done", rc))) => {
+                                status = Some(rc.trim().parse().unwrap_or(1));
+                            }
+                            _ => out(rest),
+                        }
+                    }
+                    None => break CommandOutcome::Fault("the build shell ended unexpectedly".into()),
+                },
+                _ = tokio::time::sleep_until(deadline) => break CommandOutcome::TimedOut,
+                _ = stop.cancelled() => break CommandOutcome::Stopped,
+            }
+        };
+        if !matches!(ended, CommandOutcome::Exit(_)) {
+            // Timed out, stopped or broken: the command's group, the session and (for
+            // Docker) the container's processes all go.
+            let session_pgid = session.pgid;
+            let kill_groups = move || {
+                for g in [job, session_pgid].into_iter().flatten() {
+                    // SAFETY: kill(2) on process groups this build started.
+                    unsafe {
+                        libc::kill(-g, libc::SIGKILL);
+                    }
+                }
+            };
+            self.kill_all(kill_groups).await;
+            if let Some(old) = self.session.take() {
+                self.end_session(old).await;
+            }
+        }
+        ended
+    }
+
+    /// Runs one command in a shell of its own (`sh` builds).
+    async fn run_alone(
         &self,
         command: &str,
         succeeding: &str,
@@ -301,7 +538,7 @@ impl BuildShell {
         if let Err(e) = std::fs::write(&script_path, self.script(command, succeeding)) {
             return CommandOutcome::Fault(format!("cannot write the command script: {e}"));
         }
-        let mut cmd = match self.command(&script_path, user) {
+        let mut cmd = match self.command(&script_path, user, false) {
             Ok(c) => c,
             Err(e) => return CommandOutcome::Fault(e),
         };
@@ -346,34 +583,46 @@ impl BuildShell {
                 }
             }
         };
+        // The command ends when its shell exits (not when its output pipes close: a
+        // background process may hold them); what it left in its group is killed, and
+        // the output still in the pipes is read for a moment longer.
         let mut open = true;
+        let mut ended: Option<CommandOutcome> = None;
+        let mut drain_until = deadline;
         loop {
+            if !open {
+                if let Some(outcome) = ended.take() {
+                    return outcome;
+                }
+            }
             tokio::select! {
                 line = rx.recv(), if open => match line {
                     Some(l) => out(&l),
                     None => open = false,
                 },
-                status = child.wait(), if !open => {
-                    // Local: anything the command left running in its group goes too.
-                    // Docker: background processes live on in the container (as in
-                    // CodeBuild) until the build ends and the container is removed.
+                status = child.wait(), if ended.is_none() => {
                     if matches!(self.executor, Executor::Local { .. }) {
                         kill_group();
                     }
-                    return match status {
+                    drain_until = tokio::time::Instant::now() + Duration::from_secs(2);
+                    ended = Some(match status {
                         Ok(s) => CommandOutcome::Exit(s.code().unwrap_or_else(|| {
                             use std::os::unix::process::ExitStatusExt;
                             128 + s.signal().unwrap_or(0)
                         })),
                         Err(e) => CommandOutcome::Fault(format!("waiting for the command: {e}")),
-                    };
+                    });
                 }
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = tokio::time::sleep_until(drain_until), if ended.is_some() => {
+                    // Something that escaped the group still holds the output.
+                    return ended.take().unwrap_or(CommandOutcome::Exit(0));
+                }
+                _ = tokio::time::sleep_until(deadline), if ended.is_none() => {
                     self.kill_all(kill_group).await;
                     let _ = child.wait().await;
                     return CommandOutcome::TimedOut;
                 }
-                _ = stop.cancelled() => {
+                _ = stop.cancelled(), if ended.is_none() => {
                     self.kill_all(kill_group).await;
                     let _ = child.wait().await;
                     return CommandOutcome::Stopped;
@@ -415,23 +664,26 @@ impl BuildShell {
         let Ok(text) = std::fs::read_to_string(state.join("running.pgid")) else {
             return;
         };
-        let Ok(pgid) = text.trim().parse::<i32>() else {
-            return;
-        };
-        let script = state.join("command.sh");
-        let cmdline = std::fs::read(format!("/proc/{pgid}/cmdline")).unwrap_or_default();
-        let ours = cmdline
-            .split(|b| *b == 0)
-            .any(|arg| arg == script.as_os_str().as_bytes());
-        if pgid > 1 && ours {
-            // SAFETY: kill(2) on a process group we verified runs this build's script.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
+        // Our processes run `bash STATE/session.sh` (or `sh STATE/command.sh`).
+        let ours_args = [state.join("command.sh"), state.join("session.sh")];
+        for pgid in text
+            .split_whitespace()
+            .filter_map(|t| t.parse::<i32>().ok())
+        {
+            let cmdline = std::fs::read(format!("/proc/{pgid}/cmdline")).unwrap_or_default();
+            let ours = cmdline
+                .split(|b| *b == 0)
+                .any(|arg| ours_args.iter().any(|p| arg == p.as_os_str().as_bytes()));
+            if pgid > 1 && ours {
+                // SAFETY: kill(2) on a process group we verified runs this build's shell.
+                unsafe {
+                    libc::kill(-pgid, libc::SIGKILL);
+                }
+                tracing::warn!(
+                    pgid,
+                    "killed a build left running by a previous server process"
+                );
             }
-            tracing::warn!(
-                pgid,
-                "killed a build left running by a previous server process"
-            );
         }
         let _ = std::fs::remove_file(state.join("running.pgid"));
     }
@@ -450,7 +702,7 @@ impl BuildShell {
         script.push('\n');
         let path = self.state.join("final-env.sh");
         std::fs::write(&path, script).map_err(|e| e.to_string())?;
-        let mut cmd = self.command(&path, None)?;
+        let mut cmd = self.command(&path, None, false)?;
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -469,7 +721,11 @@ impl BuildShell {
 
     /// Ends the build's executor: removes the Docker container (after giving the files
     /// it wrote in the workspace back to the server's user when the server is not root).
-    pub async fn close(&self) {
+    pub async fn close(&mut self) {
+        if let Some(session) = self.session.take() {
+            self.end_session(session).await;
+        }
+        let _ = std::fs::remove_file(self.state.join("running.pgid"));
         let Executor::Docker(spec) = &self.executor else {
             return;
         };

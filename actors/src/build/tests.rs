@@ -205,3 +205,60 @@ async fn sh_is_available_as_the_shell() {
     assert_eq!(r.report.status, Succeeded, "{:?}", r.log);
     assert!(r.has("in sub"));
 }
+
+/// Each command is on its own: `exit` ends only that command, what it leaves running is
+/// killed when it ends, it cannot read the executor's input, a last line without a
+/// newline is kept, and a syntax error fails just that command — in bash (one session
+/// forking a subshell per command) and in sh (a shell per command) alike.
+#[tokio::test]
+async fn commands_are_isolated_in_both_shells() {
+    for shell in ["bash", "sh"] {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("leftover-ran");
+        let yaml = format!(
+            concat!(
+                "version: 0.2\n",
+                "env: {{ shell: {shell} }}\n",
+                "phases:\n",
+                "  install:\n",
+                "    on-failure: CONTINUE\n",
+                "    commands: [\"export KEPT=yes\", \"exit 3\"]\n",
+                "  pre_build:\n",
+                "    on-failure: CONTINUE\n",
+                "    commands: [\"if then fi\"]\n",
+                "  build:\n",
+                "    commands:\n",
+                "      - \"(sleep 1; touch {marker}) &\"\n",
+                "      - \"cat; echo read-nothing\"\n",
+                "      - \"printf no-newline\"\n",
+                "      - \"echo kept=$KEPT\"\n",
+                "      - \"sleep 2\"\n",
+            ),
+            shell = shell,
+            marker = marker.display()
+        );
+        let r = build(&yaml).await;
+        assert_eq!(
+            r.phases(),
+            s(&[
+                ("INSTALL", Failed),
+                ("PRE_BUILD", Failed),
+                ("BUILD", Succeeded)
+            ]),
+            "{shell}: {:?}",
+            r.log
+        );
+        assert!(
+            r.has("[slipway] Command did not exit successfully exit 3 exit status 3"),
+            "{shell}: {:?}",
+            r.log
+        );
+        assert!(r.has("read-nothing"), "{shell}: {:?}", r.log);
+        assert!(r.has("no-newline"), "{shell}: {:?}", r.log);
+        assert!(r.has("kept=yes"), "{shell}: {:?}", r.log);
+        assert!(
+            !marker.exists(),
+            "{shell}: a process left behind by a command outlived it"
+        );
+    }
+}
