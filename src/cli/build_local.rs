@@ -154,6 +154,7 @@ pub async fn build_local(opts: LocalBuild) -> anyhow::Result<bool> {
         }
     });
     let report = run_build(&spec, &ctx, &mut Stdout, stop).await;
+    println!("[slipway] Build complete: {}", report.status.as_str());
     println!();
     for phase in &report.phases {
         println!(

@@ -966,6 +966,12 @@ async fn run_one(
             .await;
         }
     }
+    // The last line, once artifacts, reports, cache and guard are done (an artifact that
+    // cannot be stored still fails the build).
+    log.line(&format!(
+        "[slipway] Build complete: {}",
+        report.status.as_str()
+    ));
     let phases = serde_json::to_value(&report.phases).unwrap_or_default();
     let exported: serde_json::Value = report
         .exported

@@ -260,7 +260,6 @@ pub async fn run_build(
         }
     };
     shell.close().await;
-    log.line(&format!("[slipway] Build complete: {}", status.as_str()));
     BuildReport {
         status,
         phases,
