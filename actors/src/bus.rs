@@ -1,13 +1,19 @@
 //! The event bus: stores events (before anyone sees them) and wakes the consumers.
 
+use std::sync::Arc;
+
 use actix::prelude::*;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Semaphore};
 
 use crate::metrics::RuntimeMetrics;
 use crate::store::{NewEvent, Store};
 
 /// How many messages the bus queues before senders wait.
 pub const MAILBOX: usize = 256;
+/// How many `Publish` batches are stored at once. Past that the bus stops taking
+/// messages, its mailbox fills, and `send` waits: backpressure reaches the pushers
+/// instead of an ever-growing pile of pending writes.
+pub const IN_FLIGHT: usize = 8;
 
 /// Store these events; answers their ids once they are durable.
 #[derive(Message)]
@@ -30,6 +36,7 @@ pub struct EventBus {
     subscribers: Vec<Recipient<EventsAvailable>>,
     follow: broadcast::Sender<i64>,
     metrics: RuntimeMetrics,
+    slots: Arc<Semaphore>,
 }
 
 impl EventBus {
@@ -40,6 +47,7 @@ impl EventBus {
             subscribers: Vec::new(),
             follow,
             metrics,
+            slots: Arc::new(Semaphore::new(IN_FLIGHT)),
         }
     }
 }
@@ -72,16 +80,38 @@ impl Handler<Subscribe> for EventBus {
 impl Handler<Publish> for EventBus {
     type Result = ResponseFuture<Result<Vec<i64>, String>>;
 
-    fn handle(&mut self, msg: Publish, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) -> Self::Result {
         self.metrics
             .actor_mailbox_depth
             .with_label_values(&["bus"])
             .dec();
+        let slots = self.slots.clone();
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                // Every slot is busy: take no further message until one frees up.
+                let wait = slots.clone();
+                ctx.wait(
+                    async move {
+                        let _ = wait.acquire().await;
+                    }
+                    .into_actor(self),
+                );
+                None
+            }
+        };
         let store = self.store.clone();
         let subscribers = self.subscribers.clone();
         let follow = self.follow.clone();
         let metrics = self.metrics.clone();
         Box::pin(async move {
+            let _slot = match slot {
+                Some(permit) => permit,
+                None => slots
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| "event bus closed".to_string())?,
+            };
             let events = msg.0;
             let counted: Vec<(String, String)> = events
                 .iter()
@@ -109,5 +139,85 @@ impl Handler<Publish> for EventBus {
             }
             Ok(ids)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NewEvent;
+
+    fn event() -> NewEvent {
+        NewEvent {
+            source: "git".into(),
+            kind: "push".into(),
+            actor: Some("alice".into()),
+            repo: Some("app".into()),
+            refname: Some("refs/heads/main".into()),
+            state: None,
+            detail: serde_json::json!({}),
+        }
+    }
+
+    /// While the database is stalled, the bus takes at most IN_FLIGHT batches plus a
+    /// full mailbox; then `try_send` says Full (and `send` waits). Nothing is lost once
+    /// the database is back.
+    #[test]
+    fn a_stalled_store_fills_the_mailbox_and_pushes_back() {
+        actix::System::new().block_on(stalled_store());
+    }
+
+    // Holding the database lock across the yields is the point: the bus's blocking
+    // store calls wait on it, while this task only yields (it never blocks on them).
+    #[allow(clippy::await_holding_lock)]
+    async fn stalled_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("slipway.db")).unwrap();
+        let metrics = RuntimeMetrics::register(&prometheus::Registry::new());
+        let (follow, _) = broadcast::channel(16);
+        let bus = EventBus::new(store.clone(), follow, metrics).start();
+        let held = store.hold();
+        let mut accepted = Vec::new();
+        let mut full = false;
+        for _ in 0..(IN_FLIGHT + MAILBOX + 64) {
+            match bus.try_send(Publish(vec![event()])) {
+                Ok(()) => accepted.push(()),
+                Err(SendError::Full(_)) => {
+                    full = true;
+                    break;
+                }
+                Err(SendError::Closed(_)) => panic!("the bus stopped"),
+            }
+            // Let the bus take what it will from its mailbox.
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            full,
+            "the mailbox never filled: {} accepted",
+            accepted.len()
+        );
+        assert!(
+            accepted.len() <= IN_FLIGHT + MAILBOX + 1,
+            "{} messages accepted while the store was stalled",
+            accepted.len()
+        );
+        drop(held);
+        // Everything accepted is stored once the database answers again.
+        bus.send(Publish(vec![event()])).await.unwrap().unwrap();
+        let mut stored = 0;
+        for _ in 0..200 {
+            stored = store
+                .events(&crate::store::EventFilter {
+                    limit: 10_000,
+                    ..Default::default()
+                })
+                .unwrap()
+                .len();
+            if stored == accepted.len() + 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(stored, accepted.len() + 1);
     }
 }

@@ -82,6 +82,12 @@ impl Store {
         Ok(conn.query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))?)
     }
 
+    /// Holds the database lock (tests: to stall every store call).
+    #[cfg(test)]
+    pub(crate) fn hold(&self) -> MutexGuard<'_, rusqlite::Connection> {
+        self.lock()
+    }
+
     fn lock(&self) -> MutexGuard<'_, rusqlite::Connection> {
         // A poisoned lock only means another thread panicked mid-call; sqlite's own
         // transaction rollback keeps the data consistent, so keep serving.
