@@ -63,44 +63,41 @@ pub struct BuildShell {
     src_dir: PathBuf,
     state: PathBuf,
     executor: Executor,
-    /// The long-lived bash that forks one subshell per command (bash builds only).
+    /// The long-lived shell that runs one subshell per command.
     session: Option<Session>,
+    /// Process groups of earlier sessions (another `run-as` user's phases): what they
+    /// started in the background lives until the build ends.
+    retired: Vec<i32>,
     /// Marks the session's own lines in the output streams.
     nonce: String,
 }
 
-/// A long-lived `bash` running the session loop (see [`SESSION_LOOP`]) as one user.
-/// Forking a subshell per command costs far less than starting a shell per command.
+/// A long-lived shell running [`SESSION_LOOP`] as one user. Forking a subshell per
+/// command costs far less than starting a shell per command.
 struct Session {
     user: Option<String>,
     child: tokio::process::Child,
-    stdin: tokio::process::ChildStdin,
+    /// Script paths go in here; `None` once closed (the loop then ends).
+    stdin: Option<tokio::process::ChildStdin>,
     /// Output lines: `(from stderr, line)`.
     lines: tokio::sync::mpsc::Receiver<(bool, String)>,
-    /// The session's process group (local executor).
+    /// The session's process group (local executor): the build's commands and whatever
+    /// they start in the background.
     pgid: Option<i32>,
 }
 
-/// The session loop. For each script path read from stdin it runs the script in a
-/// subshell of its own process group (`set -m`), so `cd`/`export` are saved by the
-/// script's EXIT trap and `exit` ends only that command; then it kills whatever the
-/// command left running in its group, and reports on both output streams, after the
-/// command's own output: `<RS>NONCE pgid N`, `<RS>NONCE done STATUS` (stdout) and
-/// `<RS>NONCE done` (stderr).
-const SESSION_LOOP: &str = r#"set -m
-while IFS= read -r __slipway_script; do
-  ( . "$__slipway_script" ) </dev/null &
-  __slipway_job=$!
-  printf '%s pgid %s
-' "$__slipway_nonce" "$__slipway_job"
-  wait "$__slipway_job"; __slipway_rc=$?
-  kill -9 -- "-$__slipway_job" 2>/dev/null
-  printf '%s done %s
-' "$__slipway_nonce" "$__slipway_rc"
-  printf '%s done
-' "$__slipway_nonce" >&2
-done
-"#;
+/// The session loop (POSIX sh). For each script path read from stdin it runs the script
+/// in a subshell, so `cd`/`export` are saved by the script's EXIT trap and `exit` ends
+/// only that command; then it reports on both output streams, after the command's own
+/// output: `<RS>NONCE done STATUS` on stdout and `<RS>NONCE done` on stderr. As in
+/// CodeBuild, what a command starts in the background (a daemon in `install`) keeps
+/// running for the later commands and phases; it is killed when the build ends.
+const SESSION_LOOP: &str = "while IFS= read -r __slipway_script; do\n  \
+     ( . \"$__slipway_script\" ) </dev/null\n  \
+     __slipway_rc=$?\n  \
+     printf '\\036%s done %s\\n' \"$__slipway_nonce\" \"$__slipway_rc\"\n  \
+     printf '\\036%s done\\n' \"$__slipway_nonce\" >&2\n\
+     done\n";
 
 /// Gives `path` and everything below it to `uid:gid` (symlinks themselves, not targets).
 pub fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
@@ -254,6 +251,7 @@ impl BuildShell {
             state: state.to_path_buf(),
             executor,
             session: None,
+            retired: Vec::new(),
             nonce: format!("slipway-{:016x}", rand::random::<u64>()),
         })
     }
@@ -330,10 +328,8 @@ impl BuildShell {
     }
 
     /// Runs one command as `user` (`None`: the executor's default); each output line goes
-    /// to `out` as it is produced. bash builds run their commands in a session (one
-    /// long-lived shell forking a subshell per command); `sh` builds start a shell per
-    /// command. Either way each command starts from the directory and environment the
-    /// previous one left, and whatever it leaves running is killed when it ends.
+    /// to `out` as it is produced. The command starts from the directory and environment
+    /// the previous one left.
     pub async fn run(
         &mut self,
         command: &str,
@@ -343,13 +339,66 @@ impl BuildShell {
         stop: &CancellationToken,
         deadline: tokio::time::Instant,
     ) -> CommandOutcome {
-        if self.shell == Shell::Bash {
-            self.run_in_session(command, succeeding, user, out, stop, deadline)
-                .await
-        } else {
-            self.run_alone(command, succeeding, user, out, stop, deadline)
-                .await
+        let script_path = self.state.join("command.sh");
+        if let Err(e) = std::fs::write(&script_path, self.script(command, succeeding)) {
+            return CommandOutcome::Fault(format!("cannot write the command script: {e}"));
         }
+        let marker = format!("\u{1e}{} ", self.nonce);
+        let session = match self.session_for(user).await {
+            Ok(s) => s,
+            Err(e) => return CommandOutcome::Fault(e),
+        };
+        let mut line = script_path.as_os_str().as_bytes().to_vec();
+        line.push(b'\n');
+        use tokio::io::AsyncWriteExt;
+        let sent = match session.stdin.as_mut() {
+            Some(stdin) => match stdin.write_all(&line).await {
+                Ok(()) => stdin.flush().await,
+                Err(e) => Err(e),
+            },
+            None => Err(std::io::Error::other("closed")),
+        };
+        if let Err(e) = sent {
+            self.kill_everything().await;
+            return CommandOutcome::Fault(format!("the build shell is gone: {e}"));
+        }
+        let mut status: Option<i32> = None;
+        let mut err_done = false;
+        let ended = loop {
+            if let (Some(rc), true) = (status, err_done) {
+                break CommandOutcome::Exit(rc);
+            }
+            tokio::select! {
+                next = session.lines.recv() => match next {
+                    Some((is_err, text)) => {
+                        let Some(pos) = text.find(&marker) else {
+                            out(&text);
+                            continue;
+                        };
+                        // A command's last line without a newline shares the marker's line.
+                        if pos > 0 {
+                            out(&text[..pos]);
+                        }
+                        let rest = &text[pos + marker.len()..];
+                        match (is_err, rest.split_once(' ')) {
+                            (true, _) => err_done = true,
+                            (false, Some(("done", rc))) => {
+                                status = Some(rc.trim().parse().unwrap_or(1));
+                            }
+                            _ => out(rest),
+                        }
+                    }
+                    None => break CommandOutcome::Fault("the build shell ended unexpectedly".into()),
+                },
+                _ = tokio::time::sleep_until(deadline) => break CommandOutcome::TimedOut,
+                _ = stop.cancelled() => break CommandOutcome::Stopped,
+            }
+        };
+        if !matches!(ended, CommandOutcome::Exit(_)) {
+            // Timed out, stopped or broken: everything the build runs goes.
+            self.kill_everything().await;
+        }
+        ended
     }
 
     /// Starts (or keeps) the session for `user`.
@@ -359,9 +408,11 @@ impl BuildShell {
             .as_ref()
             .is_some_and(|s| s.user.as_deref() != user)
         {
-            // Another user's phase: that session ends; the state on disk carries over.
+            // Another user's phase: that session's loop ends (the state on disk carries
+            // over); what it started in the background lives until the build ends.
             if let Some(old) = self.session.take() {
-                self.end_session(old).await;
+                self.retired.extend(old.pgid);
+                drop(old);
             }
         }
         if self.session.is_none() {
@@ -381,6 +432,16 @@ impl BuildShell {
                 .spawn()
                 .map_err(|e| format!("cannot start the build shell: {e}"))?;
             let pgid = child.id().map(|p| p as i32);
+            if let (Some(pgid), Executor::Local { .. }) = (pgid, &self.executor) {
+                // So that a server killed mid-build can end these groups on restart.
+                let groups: Vec<String> = self
+                    .retired
+                    .iter()
+                    .chain(std::iter::once(&pgid))
+                    .map(|g| g.to_string())
+                    .collect();
+                let _ = std::fs::write(self.state.join("running.pgid"), groups.join(" "));
+            }
             let (Some(stdin), Some(stdout), Some(stderr)) =
                 (child.stdin.take(), child.stdout.take(), child.stderr.take())
             else {
@@ -407,7 +468,7 @@ impl BuildShell {
             self.session = Some(Session {
                 user: user.map(str::to_string),
                 child,
-                stdin,
+                stdin: Some(stdin),
                 lines: rx,
                 pgid,
             });
@@ -417,229 +478,30 @@ impl BuildShell {
             .ok_or_else(|| "the build shell did not start".to_string())
     }
 
-    /// Ends a session: its loop stops at end of input; anything left is killed.
-    async fn end_session(&self, mut session: Session) {
-        drop(session.stdin);
-        let _ = tokio::time::timeout(Duration::from_secs(5), session.child.wait()).await;
-        if let Some(pgid) = session.pgid {
-            // SAFETY: kill(2) on the process group of a shell this build started.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
-        }
-        let _ = session.child.kill().await;
-    }
-
-    async fn run_in_session(
-        &mut self,
-        command: &str,
-        succeeding: &str,
-        user: Option<&str>,
-        out: &mut (dyn FnMut(&str) + Send),
-        stop: &CancellationToken,
-        deadline: tokio::time::Instant,
-    ) -> CommandOutcome {
-        let script_path = self.state.join("command.sh");
-        if let Err(e) = std::fs::write(&script_path, self.script(command, succeeding)) {
-            return CommandOutcome::Fault(format!("cannot write the command script: {e}"));
-        }
-        if let Executor::Docker(_) = &self.executor {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&script_path, std::fs::Permissions::from_mode(0o644));
-        }
-        let state = self.state.clone();
-        let marker = format!("\u{1e}{} ", self.nonce);
-        let is_local = matches!(self.executor, Executor::Local { .. });
-        let session = match self.session_for(user).await {
-            Ok(s) => s,
-            Err(e) => return CommandOutcome::Fault(e),
-        };
-        let mut line = script_path.as_os_str().as_bytes().to_vec();
-        line.push(b'\n');
-        use tokio::io::AsyncWriteExt;
-        if let Err(e) = session.stdin.write_all(&line).await {
-            let old = self.session.take();
-            if let Some(old) = old {
-                self.end_session(old).await;
-            }
-            return CommandOutcome::Fault(format!("the build shell is gone: {e}"));
-        }
-        let _ = session.stdin.flush().await;
-        let mut job: Option<i32> = None;
-        let mut status: Option<i32> = None;
-        let mut err_done = false;
-        let ended = loop {
-            if let (Some(rc), true) = (status, err_done) {
-                break CommandOutcome::Exit(rc);
-            }
-            tokio::select! {
-                next = session.lines.recv() => match next {
-                    Some((is_err, text)) => {
-                        let Some(pos) = text.find(&marker) else {
-                            out(&text);
-                            continue;
-                        };
-                        // A command's last line without a newline shares the marker's line.
-                        if pos > 0 {
-                            out(&text[..pos]);
-                        }
-                        let rest = &text[pos + marker.len()..];
-                        match (is_err, rest.split_once(' ')) {
-                            (true, _) => err_done = true,
-                            (false, Some(("pgid", n))) => {
-                                job = n.trim().parse().ok();
-                                if let (Some(pgid), Some(j), true) = (session.pgid, job, is_local) {
-                                    let _ = std::fs::write(state.join("running.pgid"), format!("{pgid} {j}"));
-                                }
-                            }
-                            (false, Some(("done", rc))) => {
-                                status = Some(rc.trim().parse().unwrap_or(1));
-                            }
-                            _ => out(rest),
-                        }
-                    }
-                    None => break CommandOutcome::Fault("the build shell ended unexpectedly".into()),
-                },
-                _ = tokio::time::sleep_until(deadline) => break CommandOutcome::TimedOut,
-                _ = stop.cancelled() => break CommandOutcome::Stopped,
-            }
-        };
-        if !matches!(ended, CommandOutcome::Exit(_)) {
-            // Timed out, stopped or broken: the command's group, the session and (for
-            // Docker) the container's processes all go.
-            let session_pgid = session.pgid;
-            let kill_groups = move || {
-                for g in [job, session_pgid].into_iter().flatten() {
-                    // SAFETY: kill(2) on process groups this build started.
-                    unsafe {
-                        libc::kill(-g, libc::SIGKILL);
-                    }
-                }
-            };
-            self.kill_all(kill_groups).await;
-            if let Some(old) = self.session.take() {
-                self.end_session(old).await;
-            }
-        }
-        ended
-    }
-
-    /// Runs one command in a shell of its own (`sh` builds).
-    async fn run_alone(
-        &self,
-        command: &str,
-        succeeding: &str,
-        user: Option<&str>,
-        out: &mut (dyn FnMut(&str) + Send),
-        stop: &CancellationToken,
-        deadline: tokio::time::Instant,
-    ) -> CommandOutcome {
-        let script_path = self.state.join("command.sh");
-        if let Err(e) = std::fs::write(&script_path, self.script(command, succeeding)) {
-            return CommandOutcome::Fault(format!("cannot write the command script: {e}"));
-        }
-        let mut cmd = match self.command(&script_path, user, false) {
-            Ok(c) => c,
-            Err(e) => return CommandOutcome::Fault(e),
-        };
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => return CommandOutcome::Fault(format!("cannot start the build shell: {e}")),
-        };
-        let pgid = child.id().map(|p| p as i32);
-        // Recorded so that a server killed mid-build can end the group on restart.
-        if let (Some(pgid), Executor::Local { .. }) = (pgid, &self.executor) {
-            let _ = std::fs::write(self.state.join("running.pgid"), pgid.to_string());
-        }
-        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            return CommandOutcome::Fault("no output pipes".into());
-        };
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(256);
-        for stream in [
-            Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-            Box::new(stderr),
-        ] {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stream).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if tx.send(line).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(tx);
-        let kill_group = || {
-            if let Some(pgid) = pgid {
-                // SAFETY: kill(2) with a negative pid signals our own child's process group.
-                unsafe {
-                    libc::kill(-pgid, libc::SIGKILL);
-                }
-            }
-        };
-        // The command ends when its shell exits (not when its output pipes close: a
-        // background process may hold them); what it left in its group is killed, and
-        // the output still in the pipes is read for a moment longer.
-        let mut open = true;
-        let mut ended: Option<CommandOutcome> = None;
-        let mut drain_until = deadline;
-        loop {
-            if !open {
-                if let Some(outcome) = ended.take() {
-                    return outcome;
-                }
-            }
-            tokio::select! {
-                line = rx.recv(), if open => match line {
-                    Some(l) => out(&l),
-                    None => open = false,
-                },
-                status = child.wait(), if ended.is_none() => {
-                    if matches!(self.executor, Executor::Local { .. }) {
-                        kill_group();
-                    }
-                    drain_until = tokio::time::Instant::now() + Duration::from_secs(2);
-                    ended = Some(match status {
-                        Ok(s) => CommandOutcome::Exit(s.code().unwrap_or_else(|| {
-                            use std::os::unix::process::ExitStatusExt;
-                            128 + s.signal().unwrap_or(0)
-                        })),
-                        Err(e) => CommandOutcome::Fault(format!("waiting for the command: {e}")),
-                    });
-                }
-                _ = tokio::time::sleep_until(drain_until), if ended.is_some() => {
-                    // Something that escaped the group still holds the output.
-                    return ended.take().unwrap_or(CommandOutcome::Exit(0));
-                }
-                _ = tokio::time::sleep_until(deadline), if ended.is_none() => {
-                    self.kill_all(kill_group).await;
-                    let _ = child.wait().await;
-                    return CommandOutcome::TimedOut;
-                }
-                _ = stop.cancelled(), if ended.is_none() => {
-                    self.kill_all(kill_group).await;
-                    let _ = child.wait().await;
-                    return CommandOutcome::Stopped;
-                }
-            }
-        }
-    }
-
-    /// Ends everything the build runs: the process group, and for Docker the container's
-    /// processes (killing the `docker exec` client alone would leave them running).
-    async fn kill_all(&self, kill_group: impl Fn()) {
+    /// Kills everything the build runs: every session's process group (with what the
+    /// commands left in the background), and for Docker the container's processes
+    /// (killing the `docker exec` clients alone would leave them running).
+    async fn kill_everything(&mut self) {
         if let Executor::Docker(spec) = &self.executor {
             if let Err(e) = docker(&["kill", spec.container.as_str()]).await {
                 tracing::warn!(container = %spec.container, error = %e, "cannot kill the build container");
             }
         }
-        kill_group();
+        let current = self.session.take();
+        let groups: Vec<i32> = self
+            .retired
+            .drain(..)
+            .chain(current.as_ref().and_then(|s| s.pgid))
+            .collect();
+        for g in groups {
+            // SAFETY: kill(2) on process groups this build's shells lead.
+            unsafe {
+                libc::kill(-g, libc::SIGKILL);
+            }
+        }
+        if let Some(mut session) = current {
+            let _ = session.child.kill().await;
+        }
     }
 
     /// Kills what a previous server process left running for the build whose state
@@ -722,8 +584,16 @@ impl BuildShell {
     /// Ends the build's executor: removes the Docker container (after giving the files
     /// it wrote in the workspace back to the server's user when the server is not root).
     pub async fn close(&mut self) {
-        if let Some(session) = self.session.take() {
-            self.end_session(session).await;
+        if let Some(session) = self.session.as_mut() {
+            // End of input ends the loop; then the build's leftovers go with its groups.
+            session.stdin = None;
+            let _ = tokio::time::timeout(Duration::from_secs(5), session.child.wait()).await;
+        }
+        if matches!(self.executor, Executor::Local { .. }) {
+            self.kill_everything().await;
+        } else {
+            // The container goes below, with everything in it.
+            self.session = None;
         }
         let _ = std::fs::remove_file(self.state.join("running.pgid"));
         let Executor::Docker(spec) = &self.executor else {

@@ -206,15 +206,17 @@ async fn sh_is_available_as_the_shell() {
     assert!(r.has("in sub"));
 }
 
-/// Each command is on its own: `exit` ends only that command, what it leaves running is
-/// killed when it ends, it cannot read the executor's input, a last line without a
-/// newline is kept, and a syntax error fails just that command — in bash (one session
-/// forking a subshell per command) and in sh (a shell per command) alike.
+/// Each command is on its own: `exit` ends only that command, it cannot read the
+/// executor's input, a last line without a newline is kept, and a syntax error fails just
+/// that command. As in CodeBuild, a process a command starts in the background keeps
+/// running for later commands and phases (a daemon started in `install`), and is killed
+/// when the build ends. The same in bash and sh.
 #[tokio::test]
-async fn commands_are_isolated_in_both_shells() {
+async fn commands_are_isolated_but_background_processes_live_until_the_build_ends() {
     for shell in ["bash", "sh"] {
         let dir = tempfile::tempdir().unwrap();
-        let marker = dir.path().join("leftover-ran");
+        let daemon = dir.path().join("daemon-ran");
+        let late = dir.path().join("late-ran");
         let yaml = format!(
             concat!(
                 "version: 0.2\n",
@@ -222,20 +224,21 @@ async fn commands_are_isolated_in_both_shells() {
                 "phases:\n",
                 "  install:\n",
                 "    on-failure: CONTINUE\n",
-                "    commands: [\"export KEPT=yes\", \"exit 3\"]\n",
+                "    commands: [\"(sleep 1; touch {daemon}) &\", \"export KEPT=yes\", \"exit 3\"]\n",
                 "  pre_build:\n",
                 "    on-failure: CONTINUE\n",
                 "    commands: [\"if then fi\"]\n",
                 "  build:\n",
                 "    commands:\n",
-                "      - \"(sleep 1; touch {marker}) &\"\n",
                 "      - \"cat; echo read-nothing\"\n",
                 "      - \"printf no-newline\"\n",
                 "      - \"echo kept=$KEPT\"\n",
-                "      - \"sleep 2\"\n",
+                "      - \"sleep 2; test -f {daemon} && echo the-daemon-kept-running\"\n",
+                "      - \"(sleep 2; touch {late}) &\"\n",
             ),
             shell = shell,
-            marker = marker.display()
+            daemon = daemon.display(),
+            late = late.display(),
         );
         let r = build(&yaml).await;
         assert_eq!(
@@ -248,17 +251,19 @@ async fn commands_are_isolated_in_both_shells() {
             "{shell}: {:?}",
             r.log
         );
+        for line in [
+            "[slipway] Command did not exit successfully exit 3 exit status 3",
+            "read-nothing",
+            "no-newline",
+            "kept=yes",
+            "the-daemon-kept-running",
+        ] {
+            assert!(r.has(line), "{shell}: missing {line:?} in {:?}", r.log);
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
         assert!(
-            r.has("[slipway] Command did not exit successfully exit 3 exit status 3"),
-            "{shell}: {:?}",
-            r.log
-        );
-        assert!(r.has("read-nothing"), "{shell}: {:?}", r.log);
-        assert!(r.has("no-newline"), "{shell}: {:?}", r.log);
-        assert!(r.has("kept=yes"), "{shell}: {:?}", r.log);
-        assert!(
-            !marker.exists(),
-            "{shell}: a process left behind by a command outlived it"
+            !late.exists(),
+            "{shell}: a background process outlived the build"
         );
     }
 }
