@@ -9,6 +9,7 @@
 #
 # --slipway-only skips the baseline and prints slipway's JSON, with the time split into
 # stored -> queued (rules engine) and queued -> accepted (notifier + SMTP).
+# BENCH_GIT_NICE=N runs slipway with git.nice N instead of the default.
 #
 # Needs: openssh-server, python3-aiosmtpd (installed with apt when missing). Loopback only.
 set -euo pipefail
@@ -65,6 +66,10 @@ mkdir -p "$RUN/slipway-mail"
 start_sink "$RUN/slipway-mail"
 "$BIN" init --data "$RUN/slipway" --admin-key "$RUN/keys/client.pub" --admin-name bench >/dev/null
 printf 'smtp: { host: 127.0.0.1, port: %s, tls: none }\n' "$SINK_PORT" >>"$RUN/slipway/slipway.yaml"
+if [ -n "${BENCH_GIT_NICE:-}" ]; then
+  sed -i "s/^  nice: [0-9]*$/  nice: $BENCH_GIT_NICE/" "$RUN/slipway/slipway.yaml"
+  grep -q "^  nice: $BENCH_GIT_NICE$" "$RUN/slipway/slipway.yaml" || { echo "cannot set git.nice" >&2; exit 1; }
+fi
 RUST_LOG=warn "$BIN" serve --data "$RUN/slipway" --ssh-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
   >"$RUN/serve.out" 2>"$RUN/serve.err" &
 SERVER_PID=$!

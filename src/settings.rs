@@ -97,7 +97,7 @@ impl Default for GitSettings {
     fn default() -> Self {
         GitSettings {
             binary: "git".into(),
-            nice: 10,
+            nice: 15,
         }
     }
 }
@@ -113,6 +113,13 @@ impl Settings {
         };
         let settings: Settings = serde_yaml::from_str(&text)
             .with_context(|| format!("{} is not valid; fix it and start again", path.display()))?;
+        if !(0..=19).contains(&settings.builds.nice) {
+            anyhow::bail!(
+                "{}: builds.nice must be between 0 (no change) and 19 (lowest priority), not {}",
+                path.display(),
+                settings.builds.nice
+            );
+        }
         if settings.builds.parallel == 0 || settings.builds.parallel > 64 {
             anyhow::bail!(
                 "{}: builds.parallel must be between 1 and 64, not {}",
@@ -165,11 +172,11 @@ mod tests {
     }
 
     #[test]
-    fn git_niceness_defaults_to_10_and_is_bounded() {
+    fn git_niceness_defaults_to_15_and_is_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("slipway.yaml");
         std::fs::write(&path, "git: { binary: git }\n").unwrap();
-        assert_eq!(Settings::load(&path).unwrap().git.nice, 10);
+        assert_eq!(Settings::load(&path).unwrap().git.nice, 15);
         std::fs::write(&path, "git: { nice: 25 }\n").unwrap();
         let err = Settings::load(&path).unwrap_err().to_string();
         assert!(err.contains("git.nice must be between 0"), "{err}");

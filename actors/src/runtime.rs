@@ -129,7 +129,7 @@ impl Runtime {
                 master_for_builds,
             );
             let artifacts = artifacts.clone();
-            let parallel = deps.builds.parallel;
+            let queue = deps.builds.clone();
             Supervisor::start(move |_| {
                 Builder::new(
                     store,
@@ -140,7 +140,7 @@ impl Runtime {
                     master,
                     artifacts.clone(),
                     metrics,
-                    parallel,
+                    queue.clone(),
                     mail_for_builds.clone(),
                 )
             })

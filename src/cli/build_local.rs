@@ -144,7 +144,10 @@ pub async fn build_local(opts: LocalBuild) -> anyhow::Result<bool> {
             })
             .collect(),
         timeout: opts.timeout,
-        executor: slipway_actors::build::shell::Executor::Local { run_as: None },
+        executor: slipway_actors::build::shell::Executor::Local {
+            run_as: None,
+            nice: 0,
+        },
     };
     let stop = CancellationToken::new();
     let ctrl_c = stop.clone();

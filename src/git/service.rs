@@ -121,17 +121,7 @@ pub fn git_command(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    if nice > 0 {
-        // SAFETY: the closure runs in the forked child before exec and only makes one
-        // async-signal-safe system call.
-        unsafe {
-            cmd.pre_exec(move || {
-                // Best effort: a failure leaves git at the server's priority.
-                libc::setpriority(libc::PRIO_PROCESS, 0, nice);
-                Ok(())
-            });
-        }
-    }
+    slipway_actors::build::shell::lower_priority(&mut cmd, nice);
     cmd
 }
 

@@ -284,6 +284,7 @@ phases:
   build:
     commands:
       - echo "uid=$(id -u)"
+      - echo "nice=$(nice)"
       - if cat {data}/keys/master.key; then echo LEAK-KEY; fi
       - if cat {data}/slipway.db > /dev/null; then echo LEAK-DB; fi
       - if ls {data}/repos; then echo LEAK-REPOS; fi
@@ -300,6 +301,17 @@ phases:
     let log = s.ssh(&s.admin, "build logs 1").ok().stdout;
     assert_eq!(b["status"], "SUCCEEDED", "{b}\n{log}");
     assert!(log.contains("uid=65534"), "{log}");
+    // Builds are bulk work: they run at builds.nice (default 15) like git's pack work.
+    let base: i32 = String::from_utf8(Command::new("nice").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l == format!("nice={}", (base + 15).min(19))),
+        "{log}"
+    );
     assert!(log.contains("wrote workspace"), "{log}");
     assert!(
         !log.lines().any(|l| l.starts_with("LEAK")),

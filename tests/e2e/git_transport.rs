@@ -727,7 +727,7 @@ fn git_runs_at_the_configured_niceness() {
         .trim()
         .parse()
         .unwrap();
-    for (setting, expected) in [(None, (base + 10).min(19)), (Some(0), base)] {
+    for (setting, expected) in [(None, (base + 15).min(19)), (Some(0), base)] {
         // git.binary pointing at a wrapper that records its niceness, then runs git.
         let wrap = tempfile::tempdir().unwrap();
         let record = wrap.path().join("nice.txt");

@@ -83,6 +83,8 @@ pub struct Builder {
     running: HashMap<i64, CancellationToken>,
     /// Builds at once (slipway.yaml `builds.parallel`).
     parallel: usize,
+    /// Niceness of local builds (slipway.yaml `builds.nice`).
+    nice: i32,
     emails: Arc<HashMap<String, String>>,
     mail: MailOut,
     scanning: bool,
@@ -103,7 +105,7 @@ impl Builder {
         master: MasterKey,
         artifacts: ArtifactStore,
         metrics: RuntimeMetrics,
-        parallel: usize,
+        queue: crate::config::settings::BuildSettings,
         mail: MailOut,
     ) -> Builder {
         Builder {
@@ -116,7 +118,8 @@ impl Builder {
             metrics,
             settings: Arc::new(BuildsConfig::default()),
             running: HashMap::new(),
-            parallel: parallel.max(1),
+            parallel: queue.parallel.max(1),
+            nice: queue.nice,
             emails: Arc::new(HashMap::new()),
             mail,
             scanning: false,
@@ -202,6 +205,7 @@ impl Builder {
                 self.server.clone(),
                 self.instance.clone(),
                 self.metrics.clone(),
+                self.nice,
                 Guard {
                     emails: self.emails.clone(),
                     mail: self.mail.clone(),
@@ -473,6 +477,7 @@ async fn run_one(
     server: ServerInfo,
     instance: String,
     metrics: RuntimeMetrics,
+    nice: i32,
     guard: Guard,
     stop: CancellationToken,
 ) {
@@ -787,7 +792,7 @@ async fn run_one(
                     return;
                 }
             }
-            Executor::Local { run_as }
+            Executor::Local { run_as, nice }
         }
         ExecutorKind::Docker { image } => {
             use std::os::unix::fs::PermissionsExt;

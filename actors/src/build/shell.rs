@@ -40,6 +40,8 @@ pub enum Executor {
     Local {
         /// The default user for commands.
         run_as: Option<(u32, u32)>,
+        /// Niceness of the build's processes (0: the server's own priority).
+        nice: i32,
     },
     /// In a container of a local image, through the Docker engine.
     Docker(DockerSpec),
@@ -114,6 +116,24 @@ pub fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
 /// `'text'` for a POSIX shell.
 pub fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// Runs the process `cmd` starts at niceness `nice` (0: unchanged). Bulk work (git's
+/// pack work, builds) goes at a lower priority so that the server's own threads (event
+/// delivery, SSH handshakes, hook calls) stay prompt on a busy machine.
+pub fn lower_priority(cmd: &mut tokio::process::Command, nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    // SAFETY: the closure runs in the forked child before exec and makes one
+    // async-signal-safe system call.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Best effort: a failure leaves the child at the server's priority.
+            libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+            Ok(())
+        });
+    }
 }
 
 /// Whether this process runs as root.
@@ -224,8 +244,9 @@ impl BuildShell {
             match &executor {
                 Executor::Local {
                     run_as: Some((uid, gid)),
+                    ..
                 } => chown_tree(state, *uid, *gid)?,
-                Executor::Local { run_as: None } => {}
+                Executor::Local { run_as: None, .. } => {}
                 // Any container user (root, or a run-as user the host does not know)
                 // rewrites these after each command; the build's directory is closed
                 // to the host's other users.
@@ -278,7 +299,7 @@ impl BuildShell {
         interactive: bool,
     ) -> Result<tokio::process::Command, String> {
         match &self.executor {
-            Executor::Local { run_as } => {
+            Executor::Local { run_as, nice } => {
                 let ids = match user {
                     None => *run_as,
                     Some(name) => Some(resolve_local_user(name)?),
@@ -305,6 +326,7 @@ impl BuildShell {
                         cmd.uid(uid).gid(gid);
                     }
                 }
+                lower_priority(&mut cmd, *nice);
                 Ok(cmd)
             }
             Executor::Docker(spec) => {

@@ -52,7 +52,10 @@ async fn build_with(
         ],
         secrets,
         timeout,
-        executor: super::shell::Executor::Local { run_as: None },
+        executor: super::shell::Executor::Local {
+            run_as: None,
+            nice: 0,
+        },
     };
     let mut log = Lines::default();
     let report = run_build(&spec, &ctx, &mut log, stop).await;

@@ -84,11 +84,17 @@ impl Default for NotifySettings {
 pub struct BuildSettings {
     /// Builds that run at once; the others wait in a first-in, first-out queue.
     pub parallel: usize,
+    /// Niceness (0–19) of local builds' processes: like git's pack work, builds yield
+    /// the CPU to the server's own event delivery and handshakes.
+    pub nice: i32,
 }
 
 impl Default for BuildSettings {
     fn default() -> Self {
-        BuildSettings { parallel: 2 }
+        BuildSettings {
+            parallel: 2,
+            nice: 15,
+        }
     }
 }
 
