@@ -22,6 +22,8 @@ import statistics
 import subprocess
 import sys
 
+from common import commit_all, run
+
 PHASES = ("install", "pre_build", "build")
 # {p}: the phase. Each phase runs the same ten commands on its own output directory.
 TEMPLATES = (
@@ -36,13 +38,6 @@ TEMPLATES = (
     "gzip -c src/f000.txt > out/{p}/f000.gz",
     'echo "{p}: $FILES_{p} files, max $(cat out/{p}/max.txt), $(cat out/{p}/bytes.txt) bytes" >> out/summary.txt',
 )
-
-
-def run(cmd, cwd=None):
-    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{r.stdout}\n{r.stderr}")
-    return r.stdout
 
 
 def make_source(path, phases):
@@ -63,15 +58,7 @@ def make_source(path, phases):
         f.write(f"set -e\ncd {path}\n")
         for p in phases:
             f.write("\n".join(commands[p]) + "\n")
-    env = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL="/dev/null")
-    for cmd in (
-        ["git", "init", "-q", "-b", "main"],
-        ["git", "add", "."],
-        ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-q", "-m", "source"],
-    ):
-        r = subprocess.run(cmd, cwd=path, env=env, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise SystemExit(f"failed: {' '.join(cmd)}\n{r.stderr}")
+    commit_all(path)
     return sum(len(c) for c in commands.values())
 
 
@@ -132,13 +119,7 @@ def make_c_project(path):
         f.write(f"set -e\ncd {path}\n")
         for cmds in phases.values():
             f.write("\n".join(cmds) + "\n")
-    env = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL="/dev/null")
-    for cmd in (
-        ["git", "init", "-q", "-b", "main"],
-        ["git", "add", "."],
-        ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-q", "-m", "source"],
-    ):
-        subprocess.run(cmd, cwd=path, env=env, capture_output=True, check=True)
+    commit_all(path)
     return sum(len(c) for c in phases.values())
 
 
@@ -148,13 +129,7 @@ def make_trivial(path):
         f.write('version: 0.2\nphases:\n  build:\n    commands:\n      - "true"\n')
     with open(os.path.join(path, "baseline.sh"), "w") as f:
         f.write(f"set -e\ncd {path}\ntrue\n")
-    env = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL="/dev/null")
-    for cmd in (
-        ["git", "init", "-q", "-b", "main"],
-        ["git", "add", "."],
-        ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-q", "-m", "source"],
-    ):
-        subprocess.run(cmd, cwd=path, env=env, capture_output=True, check=True)
+    commit_all(path)
 
 
 def main():

@@ -15,32 +15,10 @@ import calendar
 import json
 import os
 import sqlite3
-import statistics
-import subprocess
-import sys
 import threading
 import time
 
-
-def run(cmd, cwd=None, env=None):
-    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{r.stdout}\n{r.stderr}")
-    return r.stdout
-
-
-def git_env(ssh_cmd):
-    env = dict(os.environ)
-    env.update(
-        GIT_SSH_COMMAND=ssh_cmd,
-        GIT_AUTHOR_NAME="bench",
-        GIT_AUTHOR_EMAIL="bench@example.com",
-        GIT_COMMITTER_NAME="bench",
-        GIT_COMMITTER_EMAIL="bench@example.com",
-        GIT_CONFIG_NOSYSTEM="1",
-        GIT_CONFIG_GLOBAL="/dev/null",
-    )
-    return env
+from common import git_env, percentile, run
 
 
 def client(work, url, env, pushes, times, label):
@@ -54,15 +32,6 @@ def client(work, url, env, pushes, times, label):
         t0 = time.time()
         run(["git", "push", "-q", url, "main"], cwd=work, env=env)
         times.append(time.time() - t0)
-
-
-def percentile(values, p):
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    k = (len(values) - 1) * p / 100
-    f, c = int(k), min(int(k) + 1, len(values) - 1)
-    return values[f] + (values[c] - values[f]) * (k - f)
 
 
 def accepted(sink_dir):

@@ -108,6 +108,17 @@ fn build_json(s: &Server, id: i64) -> serde_json::Value {
     .unwrap()
 }
 
+/// Waits until build `id` runs.
+#[track_caller]
+fn wait_running(s: &Server, id: i64) {
+    assert!(
+        eventually(std::time::Duration::from_secs(20), || {
+            build_json(s, id)["status"] == "IN_PROGRESS"
+        }),
+        "build {id} did not start"
+    );
+}
+
 fn wait_done(s: &Server, id: i64) -> serde_json::Value {
     let mut last = serde_json::Value::Null;
     let done = eventually(std::time::Duration::from_secs(60), || {
@@ -184,9 +195,7 @@ fn build_start_follow_stop_and_permissions() {
     s.git(&s.admin, &work, &["push", &s.url("app-s"), "main:other"])
         .ok();
     // Pushed to `other`: a build of that head starts by itself; stop it.
-    assert!(eventually(std::time::Duration::from_secs(20), || {
-        build_json(&s, 1)["status"] == "IN_PROGRESS"
-    }));
+    wait_running(&s, 1);
     s.ssh(&s.bob, "build stop 1").fails().says("build:stop");
     s.ssh(&s.admin, "build stop 1")
         .ok()
@@ -245,9 +254,7 @@ fn a_build_interrupted_by_a_restart_is_marked_fault_and_the_queue_runs() {
     );
     s.git(&s.admin, &work, &["push", &s.url("app-r"), "main"])
         .ok();
-    assert!(eventually(std::time::Duration::from_secs(20), || {
-        build_json(&s, 1)["status"] == "IN_PROGRESS"
-    }));
+    wait_running(&s, 1);
     s.git(&s.admin, &work, &["push", &s.url("app-r"), "main:other"])
         .ok();
     assert!(eventually(std::time::Duration::from_secs(20), || {

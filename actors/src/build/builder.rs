@@ -412,6 +412,24 @@ fn resolve_params(
     Ok(out)
 }
 
+/// The first phase that did not succeed.
+fn failed_phase(phases: &[PhaseReport]) -> Option<String> {
+    phases
+        .iter()
+        .find(|p| p.status != BuildStatus::Succeeded)
+        .map(|p| p.name.clone())
+}
+
+/// The last `n` lines of a build log (none if it cannot be read).
+fn log_tail(path: &Path, n: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
 /// A short stable name for this server's builds directory.
 fn instance_name(builds_dir: &Path) -> String {
     use sha2::Digest;
@@ -485,7 +503,7 @@ async fn run_one(
     let started_at = std::time::Instant::now();
     let dir = builds_dir.join(id.to_string());
     let finish = |status: BuildStatus,
-                  phases: serde_json::Value,
+                  phases: Vec<PhaseReport>,
                   exported: serde_json::Value,
                   detail: Option<String>| {
         let store = store.clone();
@@ -495,38 +513,26 @@ async fn run_one(
         let log_path = dir.join("build.log");
         async move {
             let s = status.as_str();
-            // What a person needs to see in a mail about a failure: where, and the end
-            // of the log.
-            let failed_phase = serde_json::from_value::<Vec<PhaseReport>>(phases.clone())
-                .ok()
-                .and_then(|list| {
-                    list.into_iter()
-                        .find(|p| p.status != BuildStatus::Succeeded)
-                        .map(|p| p.name)
-                });
-            let last_lines: Vec<String> = if status == BuildStatus::Succeeded {
-                Vec::new()
-            } else {
-                let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-                let lines: Vec<&str> = text.lines().collect();
-                lines[lines.len().saturating_sub(15)..]
-                    .iter()
-                    .map(|l| l.to_string())
-                    .collect()
-            };
             metrics.builds_total.with_label_values(&[s]).inc();
             metrics
                 .build_duration_seconds
                 .with_label_values(&[s])
                 .observe(started_at.elapsed().as_secs_f64());
-            if let Ok(list) = serde_json::from_value::<Vec<PhaseReport>>(phases.clone()) {
-                for p in list {
-                    metrics
-                        .build_phase_duration_seconds
-                        .with_label_values(&[p.name.as_str(), p.status.as_str()])
-                        .observe(p.duration_ms as f64 / 1000.0);
-                }
+            for p in &phases {
+                metrics
+                    .build_phase_duration_seconds
+                    .with_label_values(&[p.name.as_str(), p.status.as_str()])
+                    .observe(p.duration_ms as f64 / 1000.0);
             }
+            // What a person needs to see in a mail about a failure: where, and the end
+            // of the log.
+            let failed = failed_phase(&phases);
+            let last_lines = if status == BuildStatus::Succeeded {
+                Vec::new()
+            } else {
+                log_tail(&log_path, 15)
+            };
+            let phases = serde_json::to_value(&phases).unwrap_or_default();
             let d = detail.clone();
             let (p, x) = (phases.clone(), exported.clone());
             let st = store.clone();
@@ -541,7 +547,7 @@ async fn run_one(
                     "phases": phases,
                     "exported": exported,
                     "reason": detail,
-                    "failed_phase": failed_phase,
+                    "failed_phase": failed,
                     "last_lines": last_lines,
                 }),
             )
@@ -551,8 +557,11 @@ async fn run_one(
     };
     // The source could not be fetched or its buildspec read: CodeBuild's DOWNLOAD_SOURCE.
     let source_failed = |why: String| {
-        let phases =
-            serde_json::json!([{"name": "DOWNLOAD_SOURCE", "status": "FAILED", "duration_ms": 0}]);
+        let phases = vec![PhaseReport {
+            name: "DOWNLOAD_SOURCE".into(),
+            status: BuildStatus::Failed,
+            duration_ms: 0,
+        }];
         finish(
             BuildStatus::Failed,
             phases,
@@ -562,12 +571,7 @@ async fn run_one(
     };
     // A build that ends before any phase ran: no phases, nothing exported.
     let fail_early = |status: BuildStatus, why: String| {
-        finish(
-            status,
-            serde_json::json!([]),
-            serde_json::json!([]),
-            Some(why),
-        )
+        finish(status, Vec::new(), serde_json::json!([]), Some(why))
     };
     {
         let st = store.clone();
@@ -950,11 +954,7 @@ async fn run_one(
     // A guarded branch whose pushed commit failed to build goes back where it was.
     if let (BuildStatus::Failed, Some(b), Some(_)) = (report.status, branch, build.event_id) {
         if settings.guards(b) {
-            let failed_phase = report
-                .phases
-                .iter()
-                .find(|p| p.status == BuildStatus::Failed)
-                .map(|p| p.name.clone());
+            let failed_phase = failed_phase(&report.phases);
             guard_branch(
                 &build,
                 b,
@@ -977,14 +977,13 @@ async fn run_one(
         "[slipway] Build complete: {}",
         report.status.as_str()
     ));
-    let phases = serde_json::to_value(&report.phases).unwrap_or_default();
     let exported: serde_json::Value = report
         .exported
         .iter()
         .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
         .collect::<serde_json::Map<_, _>>()
         .into();
-    finish(report.status, phases, exported, report.fault).await;
+    finish(report.status, report.phases, exported, report.fault).await;
 }
 
 /// What moving a guarded branch back needs besides the build.
@@ -1087,9 +1086,7 @@ async fn guard_branch(
         tracing::info!(user = %build.initiator, "the pusher has no email address; not mailed");
         return;
     };
-    let text = std::fs::read_to_string(log_path).unwrap_or_default();
-    let lines: Vec<String> = text.lines().map(str::to_string).collect();
-    let last = &lines[lines.len().saturating_sub(20)..];
+    let last = log_tail(log_path, 20);
     let (subject, body) = mail(
         &build.repo,
         branch,
@@ -1098,7 +1095,7 @@ async fn guard_branch(
         &build.commit,
         &outcome,
         failed_phase,
-        last,
+        &last,
         server,
     );
     let delivery = NewDelivery {

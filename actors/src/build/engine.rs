@@ -3,14 +3,14 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::shell::{BuildShell, CommandOutcome, Executor};
 use super::spec::{BuildSpec, OnFailure, PHASES};
 
 /// A build's (or a phase's) final status, as CodeBuild names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum BuildStatus {
     /// Everything passed.
@@ -39,7 +39,7 @@ impl BuildStatus {
 }
 
 /// One phase's outcome.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct PhaseReport {
     /// `INSTALL`, `PRE_BUILD`, `BUILD`, `POST_BUILD`.
     pub name: String,

@@ -366,6 +366,17 @@ impl BuildShell {
             return CommandOutcome::Fault(format!("cannot write the command script: {e}"));
         }
         let marker = format!("\u{1e}{} ", self.nonce);
+        let shell_gone = match &self.executor {
+            Executor::Docker(spec) => format!(
+                "the build shell `{}` ended unexpectedly; check that image `{}` has it (or set env.shell: sh)",
+                self.shell.program(),
+                spec.image
+            ),
+            Executor::Local { .. } => format!(
+                "the build shell `{}` ended unexpectedly; check that it is installed on the server",
+                self.shell.program()
+            ),
+        };
         let session = match self.session_for(user).await {
             Ok(s) => s,
             Err(e) => return CommandOutcome::Fault(e),
@@ -410,7 +421,7 @@ impl BuildShell {
                             _ => out(rest),
                         }
                     }
-                    None => break CommandOutcome::Fault("the build shell ended unexpectedly".into()),
+                    None => break CommandOutcome::Fault(shell_gone),
                 },
                 _ = tokio::time::sleep_until(deadline) => break CommandOutcome::TimedOut,
                 _ = stop.cancelled() => break CommandOutcome::Stopped,
