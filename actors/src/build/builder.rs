@@ -803,11 +803,7 @@ async fn run_one(
             // The container's users are not host users: the workspace is open to all of
             // them, and the build's directory is closed to everyone else on the host.
             let opened = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-                .and_then(|()| {
-                    [&src, &home, &state_dir]
-                        .into_iter()
-                        .try_for_each(|p| open_tree(p))
-                });
+                .and_then(|()| [&src, &home].into_iter().try_for_each(|p| open_tree(p)));
             if let Err(e) = opened {
                 log.line(&format!("[slipway] cannot prepare the workspace: {e}"));
                 fail_early(BuildStatus::Fault, e.to_string()).await;
@@ -820,7 +816,7 @@ async fn run_one(
             Executor::Docker(DockerSpec {
                 image: image.clone(),
                 container,
-                mounts: vec![src.clone(), state_dir.clone(), home.clone()],
+                mounts: vec![src.clone(), home.clone()],
             })
         }
     };

@@ -1,11 +1,12 @@
 //! The executors: where a build's commands run.
 //!
-//! Each command runs in its own shell process, on this host (`local`, in a fresh process
-//! group) or inside the build's container (`docker`, through `docker exec`). Between
-//! commands the working directory and the environment are kept in a state directory
-//! (`pwd`, `env.sh`), so `cd` and `export` carry over as in CodeBuild; arrays and
-//! functions do not (neither do they in CodeBuild). Both executors run the same script
-//! and the same engine code; only the process that runs it differs.
+//! A build's commands run in a long-lived session shell, on this host (`local`, in a
+//! fresh process group) or inside the build's container (`docker`, through `docker
+//! exec`); each command in a subshell of its own, so `exit` ends only that command. The
+//! working directory and exported variables carry over from command to command as in
+//! CodeBuild ([`super::carry`]); arrays and functions do not (neither do they in
+//! CodeBuild). Both executors run the same scripts and the same engine code; only the
+//! process that runs the session differs.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -16,7 +17,9 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
+use super::carry::Carried;
 use super::spec::Shell;
+use super::state_dir::{Occupant, StateDir};
 
 /// How one command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,8 +57,9 @@ pub struct DockerSpec {
     pub image: String,
     /// The container's name (unique per server and build).
     pub container: String,
-    /// Host directories mounted at the same path inside (the source directory, the state
-    /// directory and the build's home). Nothing else of the host is visible.
+    /// Host directories mounted read-write at the same path inside (the source directory
+    /// and the build's home; the state directory is added by the executor). Nothing else
+    /// of the host is visible.
     pub mounts: Vec<PathBuf>,
 }
 
@@ -63,8 +67,10 @@ pub struct DockerSpec {
 pub struct BuildShell {
     shell: Shell,
     src_dir: PathBuf,
-    state: PathBuf,
+    state: StateDir,
     executor: Executor,
+    /// The directory and exported variables the last command left.
+    latest: Carried,
     /// The long-lived shell that runs one subshell per command.
     session: Option<Session>,
     /// Process groups of earlier sessions (another `run-as` user's phases): what they
@@ -74,7 +80,7 @@ pub struct BuildShell {
     nonce: String,
 }
 
-/// A long-lived shell running [`SESSION_LOOP`] as one user. Forking a subshell per
+/// A long-lived shell running [`BuildShell::session_script`] as one user. Forking a subshell per
 /// command costs far less than starting a shell per command.
 struct Session {
     user: Option<String>,
@@ -86,20 +92,9 @@ struct Session {
     /// The session's process group (local executor): the build's commands and whatever
     /// they start in the background.
     pgid: Option<i32>,
+    /// The directory and exported variables the session shell holds.
+    held: Carried,
 }
-
-/// The session loop (POSIX sh). For each script path read from stdin it runs the script
-/// in a subshell, so `cd`/`export` are saved by the script's EXIT trap and `exit` ends
-/// only that command; then it reports on both output streams, after the command's own
-/// output: `<RS>NONCE done STATUS` on stdout and `<RS>NONCE done` on stderr. As in
-/// CodeBuild, what a command starts in the background (a daemon in `install`) keeps
-/// running for the later commands and phases; it is killed when the build ends.
-const SESSION_LOOP: &str = "while IFS= read -r __slipway_script; do\n  \
-     ( . \"$__slipway_script\" ) </dev/null\n  \
-     __slipway_rc=$?\n  \
-     printf '\\036%s done %s\\n' \"$__slipway_nonce\" \"$__slipway_rc\"\n  \
-     printf '\\036%s done\\n' \"$__slipway_nonce\" >&2\n\
-     done\n";
 
 /// Gives `path` and everything below it to `uid:gid` (symlinks themselves, not targets).
 pub fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
@@ -183,13 +178,6 @@ pub fn resolve_local_user(name: &str) -> Result<(u32, u32), String> {
     Ok((uid, gid))
 }
 
-/// Whether `name` can be a shell variable name.
-fn is_identifier(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
 /// The environment the `docker` client itself runs with.
 fn docker_client<S: AsRef<OsStr>>(args: &[S]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new("docker");
@@ -222,8 +210,8 @@ async fn docker<S: AsRef<OsStr>>(args: &[S]) -> Result<String, String> {
 }
 
 impl BuildShell {
-    /// Writes the initial state: `env` and the starting directory `src_dir`; for Docker,
-    /// starts the build's container.
+    /// Creates the state directory for the build's shell, which starts in `src_dir` with
+    /// `env` exported; for Docker, starts the build's container.
     pub async fn prepare(
         shell: Shell,
         src_dir: &Path,
@@ -231,45 +219,27 @@ impl BuildShell {
         env: &[(String, String)],
         executor: Executor,
     ) -> Result<BuildShell, String> {
-        let write = || -> std::io::Result<()> {
-            std::fs::create_dir_all(state)?;
-            let mut lines = String::new();
-            for (k, v) in env {
-                lines.push_str(&format!("export {k}={}\n", shell_quote(v)));
-            }
-            std::fs::write(state.join("env.sh"), lines)?;
-            let mut pwd = src_dir.as_os_str().as_bytes().to_vec();
-            pwd.push(b'\n');
-            std::fs::write(state.join("pwd"), pwd)?;
-            match &executor {
-                Executor::Local {
-                    run_as: Some((uid, gid)),
-                    ..
-                } => chown_tree(state, *uid, *gid)?,
-                Executor::Local { run_as: None, .. } => {}
-                // Any container user (root, or a run-as user the host does not know)
-                // rewrites these after each command; the build's directory is closed
-                // to the host's other users.
-                Executor::Docker(_) => {
-                    use std::os::unix::fs::PermissionsExt;
-                    for f in ["env.sh", "pwd"] {
-                        std::fs::set_permissions(
-                            state.join(f),
-                            std::fs::Permissions::from_mode(0o666),
-                        )?;
-                    }
-                }
-            }
-            Ok(())
+        let occupant = match &executor {
+            Executor::Local {
+                run_as: Some((uid, gid)),
+                ..
+            } if running_as_root() => Occupant::User {
+                uid: *uid,
+                gid: *gid,
+            },
+            Executor::Local { .. } => Occupant::Server,
+            Executor::Docker(_) => Occupant::Container,
         };
-        write().map_err(|e| format!("cannot prepare the build's state directory: {e}"))?;
+        let state = StateDir::create(state, occupant)
+            .map_err(|e| format!("cannot prepare the build's state directory: {e}"))?;
         if let Executor::Docker(spec) = &executor {
-            start_container(spec, src_dir, state).await?;
+            start_container(spec, src_dir, &state).await?;
         }
         Ok(BuildShell {
             shell,
             src_dir: src_dir.to_path_buf(),
-            state: state.to_path_buf(),
+            latest: Carried::initial(env, src_dir.as_os_str().as_bytes()),
+            state,
             executor,
             session: None,
             retired: Vec::new(),
@@ -277,14 +247,40 @@ impl BuildShell {
         })
     }
 
-    fn script(&self, command: &str, succeeding: &str) -> String {
-        let state = shell_quote(&self.state.display().to_string());
-        // Only shell builtins between commands: no extra process per command.
+    /// The session loop (POSIX sh), one operation per line on stdin: `load` sources
+    /// `load.sh` into the session itself, so the next commands inherit it; `run` runs
+    /// `command.sh` in a subshell, then reports on both output streams, after the
+    /// command's own output: `<RS>NONCE done STATUS` on stdout and `<RS>NONCE done` on
+    /// stderr. `__slipway_save`, inherited by every subshell, is what a command's EXIT
+    /// trap calls to report its variables and directory. As in CodeBuild, what a command
+    /// starts in the background (a daemon in `install`) keeps running for the later
+    /// commands and phases; it is killed when the build ends.
+    fn session_script(&self) -> String {
+        let state = shell_quote(&self.state.root().display().to_string());
+        let report = shell_quote(&self.state.report().display().to_string());
+        let nonce = &self.nonce;
         format!(
-            "IFS= read -r __slipway_pwd < {state}/pwd; cd \"$__slipway_pwd\" || exit 1; unset __slipway_pwd\n\
-             . {state}/env.sh\n\
+            "__slipway_ok=1\n\
+             __slipway_save() {{ {{ export -p; printf '\\036{nonce} pwd %s\\n' \"$PWD\"; }} 1<>{report}; }}\n\
+             while IFS= read -r __slipway_op; do\n  \
+               case $__slipway_op in\n    \
+                 load) . {state}/load.sh ;;\n    \
+                 run)\n      \
+                   if [ -n \"$__slipway_ok\" ]; then ( . {state}/command.sh ) </dev/null; __slipway_rc=$?; else __slipway_rc=1; fi\n      \
+                   __slipway_ok=1\n      \
+                   printf '\\036{nonce} done %s\\n' \"$__slipway_rc\"\n      \
+                   printf '\\036{nonce} done\\n' >&2 ;;\n  \
+               esac\n\
+             done\n"
+        )
+    }
+
+    /// One command's script: the EXIT trap that reports what it leaves, then the command
+    /// with every assignment exported (so plain `NAME=value` carries over too).
+    fn script(command: &str, succeeding: &str) -> String {
+        format!(
+            "trap '__slipway_rc=$?; __slipway_save; exit $__slipway_rc' EXIT\n\
              export CODEBUILD_BUILD_SUCCEEDING={succeeding} SLIPWAY_BUILD_SUCCEEDING={succeeding}\n\
-             trap '__slipway_rc=$?; pwd > {state}/pwd; export -p > {state}/env.sh; exit $__slipway_rc' EXIT\n\
              set -a\n\
              {command}\n"
         )
@@ -316,12 +312,10 @@ impl BuildShell {
                     .env("LANG", "C.UTF-8");
                 if let Some((uid, gid)) = ids {
                     if running_as_root() {
-                        // The state files follow the user a phase runs as.
-                        for f in ["pwd", "env.sh", "command.sh"] {
-                            let _ =
-                                std::os::unix::fs::lchown(self.state.join(f), Some(uid), Some(gid));
-                        }
-                        let _ = std::os::unix::fs::lchown(&self.state, Some(uid), Some(gid));
+                        // The state directory follows the user a phase runs as.
+                        self.state.admit(Occupant::User { uid, gid }).map_err(|e| {
+                            format!("cannot hand the state directory to uid {uid}: {e}")
+                        })?;
                         // std drops root's supplementary groups when it sets the uid.
                         cmd.uid(uid).gid(gid);
                     }
@@ -361,8 +355,10 @@ impl BuildShell {
         stop: &CancellationToken,
         deadline: tokio::time::Instant,
     ) -> CommandOutcome {
-        let script_path = self.state.join("command.sh");
-        if let Err(e) = std::fs::write(&script_path, self.script(command, succeeding)) {
+        if let Err(e) = self
+            .state
+            .write("command.sh", Self::script(command, succeeding).as_bytes())
+        {
             return CommandOutcome::Fault(format!("cannot write the command script: {e}"));
         }
         let marker = format!("\u{1e}{} ", self.nonce);
@@ -377,15 +373,24 @@ impl BuildShell {
                 self.shell.program()
             ),
         };
-        let session = match self.session_for(user).await {
-            Ok(s) => s,
-            Err(e) => return CommandOutcome::Fault(e),
+        if let Err(e) = self.session_for(user).await {
+            return CommandOutcome::Fault(e);
+        }
+        let Some(session) = self.session.as_mut() else {
+            return CommandOutcome::Fault("the build shell did not start".into());
         };
-        let mut line = script_path.as_os_str().as_bytes().to_vec();
-        line.push(b'\n');
+        // The session takes on what the last command left, if that changed anything.
+        let mut line: &[u8] = b"run\n";
+        if let Some(load) = session.held.changes_to(&self.latest) {
+            if let Err(e) = self.state.write("load.sh", &load) {
+                return CommandOutcome::Fault(format!("cannot write the build's state: {e}"));
+            }
+            session.held = self.latest.clone();
+            line = b"load\nrun\n";
+        }
         use tokio::io::AsyncWriteExt;
         let sent = match session.stdin.as_mut() {
-            Some(stdin) => match stdin.write_all(&line).await {
+            Some(stdin) => match stdin.write_all(line).await {
                 Ok(()) => stdin.flush().await,
                 Err(e) => Err(e),
             },
@@ -427,7 +432,19 @@ impl BuildShell {
                 _ = stop.cancelled() => break CommandOutcome::Stopped,
             }
         };
-        if !matches!(ended, CommandOutcome::Exit(_)) {
+        if matches!(ended, CommandOutcome::Exit(_)) {
+            // A report without its closing line (the trap did not finish, e.g. the
+            // command replaced the shell with `exec`) changes nothing.
+            let marker = format!("\u{1e}{} pwd ", self.nonce);
+            if let Some(left) = self
+                .state
+                .read_report()
+                .ok()
+                .and_then(|r| Carried::parse(&r, marker.as_bytes()))
+            {
+                self.latest = left;
+            }
+        } else {
             // Timed out, stopped or broken: everything the build runs goes.
             self.kill_everything().await;
         }
@@ -449,12 +466,10 @@ impl BuildShell {
             }
         }
         if self.session.is_none() {
-            let loop_path = self.state.join("session.sh");
-            std::fs::write(
-                &loop_path,
-                format!("__slipway_nonce={}\n{SESSION_LOOP}", self.nonce),
-            )
-            .map_err(|e| format!("cannot write the session script: {e}"))?;
+            let loop_path = self
+                .state
+                .write("session.sh", self.session_script().as_bytes())
+                .map_err(|e| format!("cannot write the session script: {e}"))?;
             let mut cmd = self.command(&loop_path, user, true)?;
             cmd.stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -473,7 +488,9 @@ impl BuildShell {
                     .chain(std::iter::once(&pgid))
                     .map(|g| g.to_string())
                     .collect();
-                let _ = std::fs::write(self.state.join("running.pgid"), groups.join(" "));
+                let _ = self
+                    .state
+                    .write("running.pgid", groups.join(" ").as_bytes());
             }
             let (Some(stdin), Some(stdout), Some(stderr)) =
                 (child.stdin.take(), child.stdout.take(), child.stderr.take())
@@ -504,6 +521,11 @@ impl BuildShell {
                 stdin: Some(stdin),
                 lines: rx,
                 pgid,
+                // A new shell holds only what it was started with, in the source directory.
+                held: Carried {
+                    vars: Default::default(),
+                    pwd: self.src_dir.as_os_str().as_bytes().to_vec(),
+                },
             });
         }
         self.session
@@ -585,18 +607,20 @@ impl BuildShell {
 
     /// The values of `names` as the last command left the environment (empty when unset).
     pub async fn final_env(&self, names: &[String]) -> Result<Vec<(String, String)>, String> {
-        let state = shell_quote(&self.state.display().to_string());
-        let mut script = format!(". {state}/env.sh\nprintf '%s\\0'");
+        let mut script = self.latest.statements();
+        script.extend_from_slice(b"printf '%s\\0'");
         for name in names {
-            if is_identifier(name) {
-                script.push_str(&format!(" \"${{{name}-}}\""));
+            if super::carry::is_identifier(name) {
+                script.extend_from_slice(format!(" \"${{{name}-}}\"").as_bytes());
             } else {
-                script.push_str(" ''");
+                script.extend_from_slice(b" ''");
             }
         }
-        script.push('\n');
-        let path = self.state.join("final-env.sh");
-        std::fs::write(&path, script).map_err(|e| e.to_string())?;
+        script.push(b'\n');
+        let path = self
+            .state
+            .write("final-env.sh", &script)
+            .map_err(|e| e.to_string())?;
         let mut cmd = self.command(&path, None, false)?;
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -628,7 +652,7 @@ impl BuildShell {
             // The container goes below, with everything in it.
             self.session = None;
         }
-        let _ = std::fs::remove_file(self.state.join("running.pgid"));
+        let _ = std::fs::remove_file(self.state.file("running.pgid"));
         let Executor::Docker(spec) = &self.executor else {
             return;
         };
@@ -648,19 +672,33 @@ impl BuildShell {
             .map(OsString::from)
             .collect();
             args.extend(spec.mounts.iter().map(|m| m.clone().into_os_string()));
+            args.push(self.state.shell_dir().into_os_string());
             let _ = docker(&args).await;
         }
         if let Err(e) = docker(&["rm", "-f", spec.container.as_str()]).await {
             tracing::warn!(container = %spec.container, error = %e, "cannot remove the build container");
         }
-        let _ = std::fs::remove_file(self.state.join("container"));
+        let _ = std::fs::remove_file(self.state.file("container"));
     }
 }
 
 /// Starts the long-lived container the build's commands are `docker exec`ed in.
-async fn start_container(spec: &DockerSpec, src_dir: &Path, state: &Path) -> Result<(), String> {
+/// The server's state files are mounted read-only, so that the container (whose root is
+/// the host's root) cannot turn them into links the server would write through; only
+/// the shell's report directory is writable. `MKNOD` is dropped, so no device node the
+/// server might open appears in the mounts.
+async fn start_container(
+    spec: &DockerSpec,
+    src_dir: &Path,
+    state: &StateDir,
+) -> Result<(), String> {
     let mut mounts = Vec::new();
-    for dir in &spec.mounts {
+    let writable = spec.mounts.iter().map(|d| (d.clone(), false));
+    let state_mounts = [
+        (state.root().to_path_buf(), true),
+        (state.shell_dir(), false),
+    ];
+    for (dir, read_only) in writable.chain(state_mounts) {
         let text = dir.to_str().unwrap_or("");
         if text.is_empty() || text.contains([',', '=', '"', '\n']) {
             return Err(format!(
@@ -668,10 +706,12 @@ async fn start_container(spec: &DockerSpec, src_dir: &Path, state: &Path) -> Res
                 dir.display()
             ));
         }
-        mounts.push(format!("type=bind,source={text},target={text}"));
+        let options = if read_only { ",readonly" } else { "" };
+        mounts.push(format!("type=bind,source={text},target={text}{options}"));
     }
     // Written first, so a server killed right after `docker run` still removes it.
-    std::fs::write(state.join("container"), &spec.container)
+    state
+        .write("container", spec.container.as_bytes())
         .map_err(|e| format!("cannot record the build container: {e}"))?;
     let mut args: Vec<OsString> = [
         "run",
@@ -682,6 +722,8 @@ async fn start_container(spec: &DockerSpec, src_dir: &Path, state: &Path) -> Res
         &spec.container,
         "--label",
         "org.slipway.build=1",
+        "--cap-drop",
+        "MKNOD",
         "--entrypoint",
         "sleep",
         "--workdir",

@@ -202,6 +202,37 @@ async fn a_stop_ends_the_build() {
     assert_eq!(r.report.status, Stopped);
 }
 
+/// What carries over is what the last command left: an `unset` is carried like an
+/// `export`, values may span lines or hold quotes, and `cd -` goes back across commands.
+/// The same in bash and sh.
+#[tokio::test]
+async fn unset_variables_and_awkward_values_carry_over() {
+    for shell in ["bash", "sh"] {
+        let yaml = format!(
+            concat!(
+                "version: 0.2\n",
+                "env: {{ shell: {shell}, variables: {{ FROM_SPEC: spec }} }}\n",
+                "phases:\n",
+                "  install:\n",
+                "    commands:\n",
+                "      - \"export ML=\\\"$(printf 'one\\\\ntwo')\\\" GONE=1 Q=\\\"it's \\\\\\\"q\\\\\\\" $\\\"\"\n",
+                "      - \"unset GONE FROM_SPEC\"\n",
+                "      - \"cd sub\"\n",
+                "  build:\n",
+                "    commands:\n",
+                "      - \"echo gone=${{GONE-none}} spec=${{FROM_SPEC-none}} lines=$(printf '%s\\\\n' \\\"$ML\\\" | wc -l) q=$Q\"\n",
+                "      - \"cd - >/dev/null; echo back=$(basename $PWD)\"\n",
+            ),
+            shell = shell,
+        );
+        let r = build(&yaml).await;
+        assert_eq!(r.report.status, Succeeded, "{shell}: {:?}", r.log);
+        for line in ["gone=none spec=none lines=2 q=it's \"q\" $", "back=src"] {
+            assert!(r.has(line), "{shell}: missing {line:?} in {:?}", r.log);
+        }
+    }
+}
+
 #[tokio::test]
 async fn sh_is_available_as_the_shell() {
     let r = build("version: 0.2\nenv: { shell: sh }\nphases:\n  build: { commands: [\"cd sub\", \"echo in $(basename $(pwd))\"] }\n").await;
