@@ -297,6 +297,9 @@ phases:
       - if ls {data}/repos; then echo LEAK-REPOS; fi
       - if ls {data}/run; then echo LEAK-SOCKET; fi
       - if cat {data}/slipway.yaml; then echo LEAK-SETTINGS; fi
+      - if ln -sf {data}/keys/master.key {data}/builds/1/state/load.sh; then echo LEAK-STATE; fi
+      - if echo x >> {data}/builds/1/state/session.sh; then echo LEAK-STATE; fi
+      - if ls -A {data}/builds/1/state/shell; then echo own-report-directory; fi
       - touch built-here && echo wrote workspace
 "#
     );
@@ -320,9 +323,10 @@ phases:
         "{log}"
     );
     assert!(log.contains("wrote workspace"), "{log}");
+    assert!(log.contains("own-report-directory"), "{log}");
     assert!(
         !log.lines().any(|l| l.starts_with("LEAK")),
-        "the build read the data directory:\n{log}"
+        "the build read the data directory or could write the server's files:\n{log}"
     );
     assert!(log.contains("Permission denied"), "{log}");
 }
@@ -530,6 +534,8 @@ phases:
       - test -f /.dockerenv && echo "in a container"
       - echo "default user=$(id -un)"
       - if ls {data}/keys; then echo LEAK-KEYS; fi
+      - if echo x >> {data}/builds/1/state/command.sh; then echo LEAK-STATE; fi
+      - if mknod node c 1 3; then echo LEAK-MKNOD; fi
   build:
     run-as: builder
     commands:
@@ -558,8 +564,9 @@ artifacts:
     }
     assert!(
         !log.lines().any(|l| l.starts_with("LEAK")),
-        "the container saw the data directory:\n{log}"
+        "the container saw the data directory or could write the server's files:\n{log}"
     );
+    assert!(log.contains("Read-only file system"), "{log}");
     assert!(
         b["exported"]["WHERE"].as_str().unwrap().ends_with("/sub"),
         "{b}"
