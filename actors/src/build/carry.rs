@@ -119,6 +119,146 @@ impl Carried {
     }
 }
 
+/// Whether `command` is one simple command running a program (not a shell builtin or
+/// keyword), which cannot change the shell's variables or directory: then the subshell
+/// can `exec` it, saving a fork and the report, as bash itself does for `( program )`.
+/// Conservative: anything else (lists, pipelines, compound commands, assignments,
+/// command substitutions, `${x=…}`, arithmetic, background jobs) takes the general path.
+pub fn leaves_state_alone(command: &str) -> bool {
+    let bytes = command.as_bytes();
+    let mut i = 0;
+    let mut quote = 0u8;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match (quote, b) {
+            (_, b'\n' | b'\r' | b'`') => return false,
+            (b'\'', b'\'') | (b'"', b'"') => quote = 0,
+            (b'\'', _) => {}
+            (_, b'\\') => i += 1,
+            (0, b'\'' | b'"') => quote = b,
+            (_, b'$') => match bytes.get(i + 1) {
+                Some(b'(') => return false,
+                Some(b'{') => {
+                    // `${name}` and `${name:-default}` read; `${name=…}` assigns.
+                    let Some(len) = bytes[i..].iter().position(|c| *c == b'}') else {
+                        return false;
+                    };
+                    if bytes[i..i + len].contains(&b'=') {
+                        return false;
+                    }
+                    i += len;
+                }
+                _ => {}
+            },
+            (b'"', _) => {}
+            (0, b';' | b'|' | b'(' | b')' | b'{' | b'}') => return false,
+            (0, b'<') if bytes.get(i + 1) == Some(&b'<') => return false,
+            // `2>&1`, `<&0`, `&>file` redirect; any other `&` is a list or a job.
+            (0, b'&') => {
+                let redirect = (i > 0 && matches!(bytes[i - 1], b'>' | b'<'))
+                    || bytes.get(i + 1) == Some(&b'>');
+                if !redirect {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if quote != 0 {
+        return false;
+    }
+    let Some(program) = command.split_ascii_whitespace().next() else {
+        return false;
+    };
+    program.bytes().all(|b| {
+        b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'/' | b'+' | b'-' | b'@' | b',')
+    }) && !program.starts_with('-')
+        && !SHELL_WORDS.contains(&program)
+}
+
+/// Builtins and keywords of bash and POSIX shells: never `exec`ed.
+const SHELL_WORDS: &[&str] = &[
+    ".",
+    ":",
+    "[",
+    "alias",
+    "bg",
+    "bind",
+    "break",
+    "builtin",
+    "caller",
+    "case",
+    "cd",
+    "command",
+    "compgen",
+    "complete",
+    "compopt",
+    "continue",
+    "coproc",
+    "declare",
+    "dirs",
+    "disown",
+    "do",
+    "done",
+    "echo",
+    "elif",
+    "else",
+    "enable",
+    "esac",
+    "eval",
+    "exec",
+    "exit",
+    "export",
+    "false",
+    "fc",
+    "fg",
+    "fi",
+    "for",
+    "function",
+    "getopts",
+    "hash",
+    "help",
+    "history",
+    "if",
+    "in",
+    "jobs",
+    "kill",
+    "let",
+    "local",
+    "logout",
+    "mapfile",
+    "popd",
+    "printf",
+    "pushd",
+    "pwd",
+    "read",
+    "readarray",
+    "readonly",
+    "return",
+    "select",
+    "set",
+    "shift",
+    "shopt",
+    "source",
+    "suspend",
+    "test",
+    "then",
+    "time",
+    "times",
+    "trap",
+    "true",
+    "type",
+    "typeset",
+    "ulimit",
+    "umask",
+    "unalias",
+    "unset",
+    "until",
+    "wait",
+    "while",
+];
+
 /// Whether `name` can be a shell variable name.
 pub fn is_identifier(name: &str) -> bool {
     let mut bytes = name.bytes();
@@ -312,6 +452,55 @@ mod tests {
             Carried::parse(b"\x1enonce pwd /x\n", MARK).unwrap().pwd,
             b"/x"
         );
+    }
+
+    #[test]
+    fn only_plain_program_runs_are_exec_candidates() {
+        for yes in [
+            "gcc $CFLAGS -c mod0.c -o ../out/mod0.o",
+            "./out/app 2000000 > out/result.txt",
+            "make -j2 all 2>&1",
+            "tar czf out/app.tgz out/*",
+            "cargo test --workspace &> log.txt",
+            "python3 -c 'import os; print(os.getcwd())'",
+            "echo-tool \"${NAME:-x} ${OTHER}\" 'a;b|c'",
+            "/usr/bin/env",
+        ] {
+            assert!(leaves_state_alone(yes), "{yes}");
+        }
+        for no in [
+            "cd src",
+            "export A=1",
+            "A=1",
+            "A=1 make",
+            "make; cd x",
+            "make && cd x",
+            "make || true",
+            "gcc --version | head -1",
+            "sleep 100 &",
+            "echo hi",
+            "true",
+            "exit 3",
+            "exec make",
+            ". ./env.sh",
+            "source env.sh",
+            "make ${TARGET:=all}",
+            "make $(nproc)",
+            "make `nproc`",
+            "make $((1 + 2))",
+            "(cd x && make)",
+            "{ make; }",
+            "if make; then x; fi",
+            "cat <<EOF",
+            "make \"unterminated",
+            "$CC -c x.c",
+            "[[ -f x ]]",
+            "! make",
+            "make\ncd x",
+            "",
+        ] {
+            assert!(!leaves_state_alone(no), "{no}");
+        }
     }
 
     #[test]

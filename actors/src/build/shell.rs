@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
-use super::carry::Carried;
+use super::carry::{self, Carried};
 use super::spec::Shell;
 use super::state_dir::{Occupant, StateDir};
 
@@ -276,11 +276,19 @@ impl BuildShell {
     }
 
     /// One command's script: the EXIT trap that reports what it leaves, then the command
-    /// with every assignment exported (so plain `NAME=value` carries over too).
-    fn script(command: &str, succeeding: &str) -> String {
+    /// with every assignment exported (so plain `NAME=value` carries over too). A command
+    /// that cannot change the shell's state ([`carry::leaves_state_alone`]) has nothing
+    /// to report: the subshell `exec`s it.
+    fn script(command: &str, succeeding: &str, exec: bool) -> String {
+        let set = format!(
+            "export CODEBUILD_BUILD_SUCCEEDING={succeeding} SLIPWAY_BUILD_SUCCEEDING={succeeding}"
+        );
+        if exec {
+            return format!("{set}\nexec {command}\n");
+        }
         format!(
             "trap '__slipway_rc=$?; __slipway_save; exit $__slipway_rc' EXIT\n\
-             export CODEBUILD_BUILD_SUCCEEDING={succeeding} SLIPWAY_BUILD_SUCCEEDING={succeeding}\n\
+             {set}\n\
              set -a\n\
              {command}\n"
         )
@@ -355,10 +363,11 @@ impl BuildShell {
         stop: &CancellationToken,
         deadline: tokio::time::Instant,
     ) -> CommandOutcome {
-        if let Err(e) = self
-            .state
-            .write("command.sh", Self::script(command, succeeding).as_bytes())
-        {
+        let exec = carry::leaves_state_alone(command);
+        if let Err(e) = self.state.write(
+            "command.sh",
+            Self::script(command, succeeding, exec).as_bytes(),
+        ) {
             return CommandOutcome::Fault(format!("cannot write the command script: {e}"));
         }
         let marker = format!("\u{1e}{} ", self.nonce);
@@ -432,9 +441,13 @@ impl BuildShell {
                 _ = stop.cancelled() => break CommandOutcome::Stopped,
             }
         };
-        if matches!(ended, CommandOutcome::Exit(_)) {
-            // A report without its closing line (the trap did not finish, e.g. the
-            // command replaced the shell with `exec`) changes nothing.
+        if !matches!(ended, CommandOutcome::Exit(_)) {
+            // Timed out, stopped or broken: everything the build runs goes.
+            self.kill_everything().await;
+        } else if !exec {
+            // (An `exec`ed command could not change the shell's state.) A report without
+            // its closing line (the trap did not finish, e.g. the command replaced the
+            // shell with `exec`) changes nothing.
             let marker = format!("\u{1e}{} pwd ", self.nonce);
             if let Some(left) = self
                 .state
@@ -444,9 +457,6 @@ impl BuildShell {
             {
                 self.latest = left;
             }
-        } else {
-            // Timed out, stopped or broken: everything the build runs goes.
-            self.kill_everything().await;
         }
         ended
     }

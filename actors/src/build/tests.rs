@@ -233,6 +233,72 @@ async fn unset_variables_and_awkward_values_carry_over() {
     }
 }
 
+/// A plain program run is `exec`ed by its subshell (one fork less); it behaves as any
+/// other command: its status, its environment (CODEBUILD_BUILD_SUCCEEDING included), a
+/// missing program, and the state around it carry on.
+#[tokio::test]
+async fn programs_run_directly_behave_like_any_command() {
+    for shell in ["bash", "sh"] {
+        let yaml = format!(
+            concat!(
+                "version: 0.2\n",
+                "env: {{ shell: {shell} }}\n",
+                "phases:\n",
+                "  install:\n",
+                "    commands: [\"cd sub\", \"export BEFORE=yes\"]\n",
+                "  build:\n",
+                "    on-failure: CONTINUE\n",
+                "    commands: [\"printenv BEFORE\", \"sh -c 'pwd; exit 4'\"]\n",
+                "  post_build:\n",
+                "    on-failure: CONTINUE\n",
+                "    commands: [\"printenv CODEBUILD_BUILD_SUCCEEDING\", \"no-such-program-here\"]\n",
+            ),
+            shell = shell,
+        );
+        let r = build(&yaml).await;
+        assert_eq!(
+            r.phases(),
+            s(&[
+                ("INSTALL", Succeeded),
+                ("BUILD", Failed),
+                ("POST_BUILD", Failed)
+            ]),
+            "{shell}: {:?}",
+            r.log
+        );
+        assert!(r.has("yes"), "{shell}: {:?}", r.log);
+        assert!(
+            r.log.iter().any(|l| l.ends_with("/src/sub")),
+            "{shell}: {:?}",
+            r.log
+        );
+        assert!(
+            r.has("[slipway] Command did not exit successfully sh -c 'pwd; exit 4' exit status 4"),
+            "{shell}: {:?}",
+            r.log
+        );
+        assert!(
+            r.has("0"),
+            "{shell}: post_build saw the failure: {:?}",
+            r.log
+        );
+        assert!(
+            r.log
+                .iter()
+                .any(|l| l.contains("no-such-program-here") && l.contains("not found")),
+            "{shell}: {:?}",
+            r.log
+        );
+        assert!(
+            r.has(
+                "[slipway] Command did not exit successfully no-such-program-here exit status 127"
+            ),
+            "{shell}: {:?}",
+            r.log
+        );
+    }
+}
+
 #[tokio::test]
 async fn sh_is_available_as_the_shell() {
     let r = build("version: 0.2\nenv: { shell: sh }\nphases:\n  build: { commands: [\"cd sub\", \"echo in $(basename $(pwd))\"] }\n").await;
