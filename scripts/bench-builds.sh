@@ -4,8 +4,10 @@
 #      for its build, so the queue is empty): the push event's stored time (sqlite) to the
 #      $EPOCHREALTIME the buildspec's first command writes, matched by commit;
 #   2. trivial builds per minute: 60 new branches in one push, first push to last build end;
-#   3. the engine's overhead: 3 phases x 10 small real commands with `slipway build --local`
-#      against the same commands in one bash script (hyperfine); goal ratio <= 1.05.
+#   3. the engine's overhead: a small C project (22 commands) with `slipway build --local`
+#      against the same commands in one bash script, timed in alternating pairs; goal ratio
+#      <= 1.05. Also 3 phases x 10 tiny commands and a 1-command build (hyperfine), which
+#      split the cost into a fixed part and a per-command part.
 # Prints a table and writes all numbers as JSON (its path is printed last).
 #
 #   scripts/bench-builds.sh [--quick]     (--quick: 20 pushes, 10 branches, 5 runs; < 1 min)

@@ -158,7 +158,9 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             if !local {
                 anyhow::bail!("`slipway build` runs builds locally: add --local (server builds start with `ssh … build start REPO`)");
             }
-            let rt = tokio::runtime::Builder::new_multi_thread()
+            // One thread: a command's end wakes one thread, which reads the marker and
+            // starts the next command without handing over between workers.
+            let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             let ok = rt.block_on(cli::build_local::build_local(

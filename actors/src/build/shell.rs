@@ -85,10 +85,10 @@ pub struct BuildShell {
 struct Session {
     user: Option<String>,
     child: tokio::process::Child,
-    /// Script paths go in here; `None` once closed (the loop then ends).
+    /// Operations go in here; `None` once closed (the loop then ends).
     stdin: Option<tokio::process::ChildStdin>,
     /// Output lines: `(from stderr, line)`.
-    lines: tokio::sync::mpsc::Receiver<(bool, String)>,
+    lines: tokio::sync::mpsc::Receiver<String>,
     /// The session's process group (local executor): the build's commands and whatever
     /// they start in the background.
     pgid: Option<i32>,
@@ -249,9 +249,8 @@ impl BuildShell {
 
     /// The session loop (POSIX sh), one operation per line on stdin: `load` sources
     /// `load.sh` into the session itself, so the next commands inherit it; `run` runs
-    /// `command.sh` in a subshell, then reports on both output streams, after the
-    /// command's own output: `<RS>NONCE done STATUS` on stdout and `<RS>NONCE done` on
-    /// stderr. `__slipway_save`, inherited by every subshell, is what a command's EXIT
+    /// `command.sh` in a subshell, then reports `<RS>NONCE done STATUS` after the
+    /// command's own output (stdout and stderr are one pipe, so lines keep their order). `__slipway_save`, inherited by every subshell, is what a command's EXIT
     /// trap calls to report its variables and directory. As in CodeBuild, what a command
     /// starts in the background (a daemon in `install`) keeps running for the later
     /// commands and phases; it is killed when the build ends.
@@ -268,8 +267,7 @@ impl BuildShell {
                  run)\n      \
                    if [ -n \"$__slipway_ok\" ]; then ( . {state}/command.sh ) </dev/null; __slipway_rc=$?; else __slipway_rc=1; fi\n      \
                    __slipway_ok=1\n      \
-                   printf '\\036{nonce} done %s\\n' \"$__slipway_rc\"\n      \
-                   printf '\\036{nonce} done\\n' >&2 ;;\n  \
+                   printf '\\036{nonce} done %s\\n' \"$__slipway_rc\" ;;\n  \
                esac\n\
              done\n"
         )
@@ -409,15 +407,10 @@ impl BuildShell {
             self.kill_everything().await;
             return CommandOutcome::Fault(format!("the build shell is gone: {e}"));
         }
-        let mut status: Option<i32> = None;
-        let mut err_done = false;
         let ended = loop {
-            if let (Some(rc), true) = (status, err_done) {
-                break CommandOutcome::Exit(rc);
-            }
             tokio::select! {
                 next = session.lines.recv() => match next {
-                    Some((is_err, text)) => {
+                    Some(text) => {
                         let Some(pos) = text.find(&marker) else {
                             out(&text);
                             continue;
@@ -426,13 +419,11 @@ impl BuildShell {
                         if pos > 0 {
                             out(&text[..pos]);
                         }
-                        let rest = &text[pos + marker.len()..];
-                        match (is_err, rest.split_once(' ')) {
-                            (true, _) => err_done = true,
-                            (false, Some(("done", rc))) => {
-                                status = Some(rc.trim().parse().unwrap_or(1));
+                        match text[pos + marker.len()..].split_once(' ') {
+                            Some(("done", rc)) => {
+                                break CommandOutcome::Exit(rc.trim().parse().unwrap_or(1));
                             }
-                            _ => out(rest),
+                            _ => out(&text[pos..]),
                         }
                     }
                     None => break CommandOutcome::Fault(shell_gone),
@@ -481,14 +472,23 @@ impl BuildShell {
                 .write("session.sh", self.session_script().as_bytes())
                 .map_err(|e| format!("cannot write the session script: {e}"))?;
             let mut cmd = self.command(&loop_path, user, true)?;
+            // Both output streams go into one pipe, in the order they were written.
+            let (output, writer) =
+                std::io::pipe().map_err(|e| format!("cannot make the build's pipe: {e}"))?;
+            let writer2 = writer
+                .try_clone()
+                .map_err(|e| format!("cannot make the build's pipe: {e}"))?;
             cmd.stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
+                .stdout(writer)
+                .stderr(writer2)
                 .process_group(0)
                 .kill_on_drop(true);
-            let mut child = cmd
-                .spawn()
-                .map_err(|e| format!("cannot start the build shell: {e}"))?;
+            let spawned = cmd.spawn();
+            // Our copies of the write end go, so the pipe ends when the build's processes do.
+            drop(cmd);
+            let mut child = spawned.map_err(|e| format!("cannot start the build shell: {e}"))?;
+            let output = tokio::net::unix::pipe::Receiver::from_owned_fd(output.into())
+                .map_err(|e| format!("cannot read the build's pipe: {e}"))?;
             let pgid = child.id().map(|p| p as i32);
             if let (Some(pgid), Executor::Local { .. }) = (pgid, &self.executor) {
                 // So that a server killed mid-build can end these groups on restart.
@@ -502,29 +502,32 @@ impl BuildShell {
                     .state
                     .write("running.pgid", groups.join(" ").as_bytes());
             }
-            let (Some(stdin), Some(stdout), Some(stderr)) =
-                (child.stdin.take(), child.stdout.take(), child.stderr.take())
-            else {
-                return Err("no pipes to the build shell".into());
+            let Some(stdin) = child.stdin.take() else {
+                return Err("no pipe to the build shell".into());
             };
-            let (tx, rx) = tokio::sync::mpsc::channel::<(bool, String)>(1024);
-            for (is_err, stream) in [
-                (
-                    false,
-                    Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-                ),
-                (true, Box::new(stderr)),
-            ] {
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let mut lines = BufReader::new(stream).lines();
-                    while let Ok(Some(line)) = lines.next_line().await {
-                        if tx.send((is_err, line)).await.is_err() {
-                            break;
+            let (tx, rx) = tokio::sync::mpsc::channel::<String>(1024);
+            tokio::spawn(async move {
+                // Lines as text; bytes that are not UTF-8 are replaced, not fatal.
+                let mut reader = BufReader::new(output);
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    match reader.read_until(b'\n', &mut line).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    if line.last() == Some(&b'\n') {
+                        line.pop();
+                        if line.last() == Some(&b'\r') {
+                            line.pop();
                         }
                     }
-                });
-            }
+                    let text = String::from_utf8_lossy(&line).into_owned();
+                    if tx.send(text).await.is_err() {
+                        break;
+                    }
+                }
+            });
             self.session = Some(Session {
                 user: user.map(str::to_string),
                 child,

@@ -299,6 +299,29 @@ async fn programs_run_directly_behave_like_any_command() {
     }
 }
 
+/// The log keeps the order in which a command wrote to stdout and stderr, and output that
+/// is not UTF-8 is shown with replacement characters rather than breaking the build.
+#[tokio::test]
+async fn output_keeps_its_order_and_survives_binary_bytes() {
+    let r = build(concat!(
+        "version: 0.2\n",
+        "phases:\n  build:\n    commands:\n",
+        "      - \"echo out1; echo err1 >&2; echo out2; echo err2 >&2\"\n",
+        "      - \"printf 'bin \\\\377\\\\376 end\\\\n'\"\n",
+        "      - \"echo after\"\n",
+    ))
+    .await;
+    assert_eq!(r.report.status, Succeeded, "{:?}", r.log);
+    let pos = |l: &str| r.log.iter().position(|x| x == l).unwrap_or(usize::MAX);
+    assert!(
+        pos("out1") < pos("err1") && pos("err1") < pos("out2") && pos("out2") < pos("err2"),
+        "{:?}",
+        r.log
+    );
+    assert!(r.has("bin \u{fffd}\u{fffd} end"), "{:?}", r.log);
+    assert!(r.has("after"), "{:?}", r.log);
+}
+
 #[tokio::test]
 async fn sh_is_available_as_the_shell() {
     let r = build("version: 0.2\nenv: { shell: sh }\nphases:\n  build: { commands: [\"cd sub\", \"echo in $(basename $(pwd))\"] }\n").await;
