@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::shell::{BuildShell, CommandOutcome, Executor};
+use super::shell::{BuildShell, CommandOutcome, Executor, Output};
 use super::spec::{BuildSpec, OnFailure, PHASES};
 
 /// A build's (or a phase's) final status, as CodeBuild names them.
@@ -170,42 +170,46 @@ pub async fn run_build(
         let user = phase.run_as.as_deref().or(spec.run_as.as_deref());
         // `commands`, stopping at the first failure, then `finally`, stopping likewise.
         for list in [&phase.commands, &phase.finally] {
-            for command in list.iter() {
-                log.line(&format!("[slipway] Running command {command}"));
-                let outcome = shell
-                    .run(
-                        command,
-                        succeeding,
-                        user,
-                        &mut |l| log.line(l),
-                        &stop,
-                        deadline,
-                    )
-                    .await;
-                match outcome {
-                    CommandOutcome::Exit(0) => continue,
-                    CommandOutcome::Exit(code) => {
-                        log.line(&format!(
-                            "[slipway] Command did not exit successfully {command} exit status {code}"
-                        ));
-                        phase_status = BuildStatus::Failed;
-                        break;
-                    }
-                    CommandOutcome::TimedOut => {
-                        log.line("[slipway] Build timed out; its processes were killed");
-                        phase_status = BuildStatus::TimedOut;
-                    }
-                    CommandOutcome::Stopped => {
-                        log.line("[slipway] Build stopped; its processes were killed");
-                        phase_status = BuildStatus::Stopped;
-                    }
-                    CommandOutcome::Fault(e) => {
-                        log.line(&format!("[slipway] Cannot run the command: {e}"));
-                        fault = Some(e);
-                        phase_status = BuildStatus::Fault;
-                    }
+            if list.is_empty() {
+                continue;
+            }
+            let (at, outcome) = shell
+                .run_list(
+                    list,
+                    succeeding,
+                    user,
+                    &mut |o| match o {
+                        Output::Start(i) => {
+                            log.line(&format!("[slipway] Running command {}", list[i]))
+                        }
+                        Output::Line(l) => log.line(l),
+                    },
+                    &stop,
+                    deadline,
+                )
+                .await;
+            match outcome {
+                CommandOutcome::Exit(0) => {}
+                CommandOutcome::Exit(code) => {
+                    log.line(&format!(
+                        "[slipway] Command did not exit successfully {} exit status {code}",
+                        list[at]
+                    ));
+                    phase_status = BuildStatus::Failed;
                 }
-                break;
+                CommandOutcome::TimedOut => {
+                    log.line("[slipway] Build timed out; its processes were killed");
+                    phase_status = BuildStatus::TimedOut;
+                }
+                CommandOutcome::Stopped => {
+                    log.line("[slipway] Build stopped; its processes were killed");
+                    phase_status = BuildStatus::Stopped;
+                }
+                CommandOutcome::Fault(e) => {
+                    log.line(&format!("[slipway] Cannot run the command: {e}"));
+                    fault = Some(e);
+                    phase_status = BuildStatus::Fault;
+                }
             }
             if matches!(
                 phase_status,

@@ -34,6 +34,18 @@ pub enum CommandOutcome {
     Fault(String),
 }
 
+/// What a running command list reports.
+#[derive(Debug, Clone, Copy)]
+pub enum Output<'a> {
+    /// The command at this index starts.
+    Start(usize),
+    /// A line of output.
+    Line(&'a str),
+}
+
+/// Most commands sent to the session ahead of their turn.
+const MAX_BATCH: usize = 32;
+
 /// Where a build's commands run.
 #[derive(Debug, Clone)]
 pub enum Executor {
@@ -248,9 +260,11 @@ impl BuildShell {
     }
 
     /// The session loop (POSIX sh), one operation per line on stdin: `load` sources
-    /// `load.sh` into the session itself, so the next commands inherit it; `run` runs
-    /// `command.sh` in a subshell, then reports `<RS>NONCE done STATUS` after the
-    /// command's own output (stdout and stderr are one pipe, so lines keep their order). `__slipway_save`, inherited by every subshell, is what a command's EXIT
+    /// `load.sh` into the session itself, so the next commands inherit it; `run N` runs
+    /// `cN.sh` in a subshell, then reports `<RS>NONCE done STATUS` after the command's
+    /// own output (stdout and stderr are one pipe, so lines keep their order); `then N`
+    /// does the same only if the command before succeeded, and is skipped silently
+    /// otherwise. `__slipway_save`, inherited by every subshell, is what a command's EXIT
     /// trap calls to report its variables and directory. As in CodeBuild, what a command
     /// starts in the background (a daemon in `install`) keeps running for the later
     /// commands and phases; it is killed when the build ends.
@@ -261,11 +275,13 @@ impl BuildShell {
         format!(
             "__slipway_ok=1\n\
              __slipway_save() {{ {{ export -p; printf '\\036{nonce} pwd %s\\n' \"$PWD\"; }} 1<>{report}; }}\n\
-             while IFS= read -r __slipway_op; do\n  \
+             __slipway_rc=0\n\
+             while IFS=' ' read -r __slipway_op __slipway_slot; do\n  \
                case $__slipway_op in\n    \
                  load) . {state}/load.sh ;;\n    \
-                 run)\n      \
-                   if [ -n \"$__slipway_ok\" ]; then ( . {state}/command.sh ) </dev/null; __slipway_rc=$?; else __slipway_rc=1; fi\n      \
+                 run|then)\n      \
+                   if [ \"$__slipway_op\" = then ] && [ \"$__slipway_rc\" != 0 ]; then continue; fi\n      \
+                   if [ -n \"$__slipway_ok\" ]; then ( . {state}/c\"$__slipway_slot\".sh ) </dev/null; __slipway_rc=$?; else __slipway_rc=1; fi\n      \
                    __slipway_ok=1\n      \
                    printf '\\036{nonce} done %s\\n' \"$__slipway_rc\" ;;\n  \
                esac\n\
@@ -349,24 +365,76 @@ impl BuildShell {
         }
     }
 
-    /// Runs one command as `user` (`None`: the executor's default); each output line goes
-    /// to `out` as it is produced. The command starts from the directory and environment
-    /// the previous one left.
-    pub async fn run(
+    /// Runs `commands` in order as `user` (`None`: the executor's default), stopping at
+    /// the first that does not succeed; `out` hears when each starts and each output line
+    /// as it is produced. Each command starts from the directory and environment the
+    /// previous one left. Returns the index of the last command started and how it ended.
+    ///
+    /// Commands go to the session in batches: a plain program run cannot change the
+    /// shell's state, so the command after it is sent along and starts as soon as it
+    /// succeeds, without waiting for the server; any other command ends a batch (the
+    /// server reads what it left before sending more).
+    pub async fn run_list(
         &mut self,
-        command: &str,
+        commands: &[String],
         succeeding: &str,
         user: Option<&str>,
-        out: &mut (dyn FnMut(&str) + Send),
+        out: &mut (dyn FnMut(Output<'_>) + Send),
         stop: &CancellationToken,
         deadline: tokio::time::Instant,
-    ) -> CommandOutcome {
-        let exec = carry::leaves_state_alone(command);
-        if let Err(e) = self.state.write(
-            "command.sh",
-            Self::script(command, succeeding, exec).as_bytes(),
-        ) {
-            return CommandOutcome::Fault(format!("cannot write the command script: {e}"));
+    ) -> (usize, CommandOutcome) {
+        let mut first = 0;
+        while first < commands.len() {
+            let mut last = first;
+            while last + 1 < commands.len()
+                && last + 1 - first < MAX_BATCH
+                && carry::leaves_state_alone(&commands[last])
+            {
+                last += 1;
+            }
+            match self
+                .run_batch(
+                    &commands[first..=last],
+                    succeeding,
+                    user,
+                    first,
+                    out,
+                    stop,
+                    deadline,
+                )
+                .await
+            {
+                (at, CommandOutcome::Exit(0)) if at == last => first = last + 1,
+                ended => return ended,
+            }
+        }
+        (commands.len().saturating_sub(1), CommandOutcome::Exit(0))
+    }
+
+    /// Runs one batch (see [`BuildShell::run_list`]); indexes count from `offset`.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_batch(
+        &mut self,
+        batch: &[String],
+        succeeding: &str,
+        user: Option<&str>,
+        offset: usize,
+        out: &mut (dyn FnMut(Output<'_>) + Send),
+        stop: &CancellationToken,
+        deadline: tokio::time::Instant,
+    ) -> (usize, CommandOutcome) {
+        let mut ops = Vec::new();
+        for (slot, command) in batch.iter().enumerate() {
+            let exec = carry::leaves_state_alone(command);
+            let script = Self::script(command, succeeding, exec);
+            if let Err(e) = self.state.write(&format!("c{slot}.sh"), script.as_bytes()) {
+                return (
+                    offset + slot,
+                    CommandOutcome::Fault(format!("cannot write the command script: {e}")),
+                );
+            }
+            let op = if slot == 0 { "run" } else { "then" };
+            ops.extend_from_slice(format!("{op} {slot}\n").as_bytes());
         }
         let marker = format!("\u{1e}{} ", self.nonce);
         let shell_gone = match &self.executor {
@@ -381,23 +449,28 @@ impl BuildShell {
             ),
         };
         if let Err(e) = self.session_for(user).await {
-            return CommandOutcome::Fault(e);
+            return (offset, CommandOutcome::Fault(e));
         }
         let Some(session) = self.session.as_mut() else {
-            return CommandOutcome::Fault("the build shell did not start".into());
+            return (
+                offset,
+                CommandOutcome::Fault("the build shell did not start".into()),
+            );
         };
         // The session takes on what the last command left, if that changed anything.
-        let mut line: &[u8] = b"run\n";
         if let Some(load) = session.held.changes_to(&self.latest) {
             if let Err(e) = self.state.write("load.sh", &load) {
-                return CommandOutcome::Fault(format!("cannot write the build's state: {e}"));
+                return (
+                    offset,
+                    CommandOutcome::Fault(format!("cannot write the build's state: {e}")),
+                );
             }
             session.held = self.latest.clone();
-            line = b"load\nrun\n";
+            ops.splice(0..0, b"load\n".iter().copied());
         }
         use tokio::io::AsyncWriteExt;
         let sent = match session.stdin.as_mut() {
-            Some(stdin) => match stdin.write_all(line).await {
+            Some(stdin) => match stdin.write_all(&ops).await {
                 Ok(()) => stdin.flush().await,
                 Err(e) => Err(e),
             },
@@ -405,26 +478,36 @@ impl BuildShell {
         };
         if let Err(e) = sent {
             self.kill_everything().await;
-            return CommandOutcome::Fault(format!("the build shell is gone: {e}"));
+            return (
+                offset,
+                CommandOutcome::Fault(format!("the build shell is gone: {e}")),
+            );
         }
+        let mut slot = 0;
+        out(Output::Start(offset));
         let ended = loop {
             tokio::select! {
                 next = session.lines.recv() => match next {
                     Some(text) => {
                         let Some(pos) = text.find(&marker) else {
-                            out(&text);
+                            out(Output::Line(&text));
                             continue;
                         };
                         // A command's last line without a newline shares the marker's line.
                         if pos > 0 {
-                            out(&text[..pos]);
+                            out(Output::Line(&text[..pos]));
                         }
-                        match text[pos + marker.len()..].split_once(' ') {
-                            Some(("done", rc)) => {
-                                break CommandOutcome::Exit(rc.trim().parse().unwrap_or(1));
-                            }
-                            _ => out(&text[pos..]),
+                        let Some(("done", rc)) = text[pos + marker.len()..].split_once(' ') else {
+                            out(Output::Line(&text[pos..]));
+                            continue;
+                        };
+                        let rc = rc.trim().parse().unwrap_or(1);
+                        if rc != 0 || slot + 1 == batch.len() {
+                            // The session skips the rest of the batch by itself.
+                            break CommandOutcome::Exit(rc);
                         }
+                        slot += 1;
+                        out(Output::Start(offset + slot));
                     }
                     None => break CommandOutcome::Fault(shell_gone),
                 },
@@ -435,7 +518,7 @@ impl BuildShell {
         if !matches!(ended, CommandOutcome::Exit(_)) {
             // Timed out, stopped or broken: everything the build runs goes.
             self.kill_everything().await;
-        } else if !exec {
+        } else if !carry::leaves_state_alone(&batch[slot]) {
             // (An `exec`ed command could not change the shell's state.) A report without
             // its closing line (the trap did not finish, e.g. the command replaced the
             // shell with `exec`) changes nothing.
@@ -449,7 +532,7 @@ impl BuildShell {
                 self.latest = left;
             }
         }
-        ended
+        (offset + slot, ended)
     }
 
     /// Starts (or keeps) the session for `user`.
@@ -594,8 +677,8 @@ impl BuildShell {
         let Ok(text) = std::fs::read_to_string(state.join("running.pgid")) else {
             return;
         };
-        // Our processes run `bash STATE/session.sh` (or `sh STATE/command.sh`).
-        let ours_args = [state.join("command.sh"), state.join("session.sh")];
+        // Our processes run `bash STATE/session.sh` (or `sh STATE/session.sh`).
+        let ours_args = [state.join("session.sh")];
         for pgid in text
             .split_whitespace()
             .filter_map(|t| t.parse::<i32>().ok())
