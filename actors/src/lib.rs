@@ -21,6 +21,7 @@ pub mod failpoints;
 pub mod metrics;
 pub mod notify;
 pub mod pattern;
+pub mod pipeline;
 pub mod reaper;
 pub mod rules;
 pub mod runtime;

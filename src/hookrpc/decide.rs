@@ -202,7 +202,10 @@ pub(super) async fn post_receive(
     }
     // The push is accepted only once its events are durable: record them before
     // answering, so an acknowledged push is never missing from the event log.
-    let events = push_events(state, ctx, req).await;
+    let mut events = push_events(state, ctx, req).await;
+    let (problems, invalid) = check_pipelines(state, ctx, req).await;
+    messages.extend(problems);
+    events.extend(invalid);
     if events.is_empty() {
         // Nothing changed (e.g. deleting a ref that did not exist).
     } else if let Err(e) = state.runtime.publish(events).await {
@@ -272,6 +275,74 @@ async fn push_events(
         }
     }
     events
+}
+
+/// A pushed `pipeline.yml` that does not validate is reported to the pusher (as
+/// `remote:` lines, with file:line:column) and recorded as a `pipeline/invalid` event;
+/// such a pipeline never starts. Each pushed commit is checked once.
+async fn check_pipelines(
+    state: &Arc<ServerState>,
+    ctx: &PushContext,
+    req: &HookRequest,
+) -> (Vec<String>, Vec<NewEvent>) {
+    use slipway_actors::pipeline::{parse_pipeline, PIPELINE_FILE};
+    let mut messages = Vec::new();
+    let mut events = Vec::new();
+    if ctx.repo == state.admin_repo() {
+        return (messages, events);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for u in &req.updates {
+        let tracked = u.refname.starts_with("refs/heads/") || u.refname.starts_with("refs/tags/");
+        if u.kind == UpdateKind::Delete || !tracked || !seen.insert(u.new.clone()) {
+            continue;
+        }
+        let (path, commit) = (ctx.repo_path.clone(), u.new.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            slipway_actors::build::checkout::read_file(&path, &commit, PIPELINE_FILE)
+        })
+        .await;
+        let text = match read {
+            Ok(Ok(Some(bytes))) => String::from_utf8(bytes),
+            // No pipeline here, or the commit cannot be read: nothing to check.
+            _ => continue,
+        };
+        let problem = match text {
+            Ok(text) => match parse_pipeline(PIPELINE_FILE, &text) {
+                Ok(_) => continue,
+                Err(e) => e,
+            },
+            Err(_) => slipway_actors::config::ConfigError::at(
+                PIPELINE_FILE,
+                1,
+                1,
+                "the file is not UTF-8 text",
+            ),
+        };
+        let short = &u.new[..u.new.len().min(12)];
+        messages.push(format!("slipway: {problem}"));
+        messages.push(format!(
+            "slipway: the pipeline in {} ({short}) will not run until {PIPELINE_FILE} is fixed",
+            u.refname
+        ));
+        events.push(NewEvent {
+            source: "pipeline".into(),
+            kind: "invalid".into(),
+            actor: Some(ctx.user.clone()),
+            repo: Some(ctx.repo.to_string()),
+            refname: Some(u.refname.clone()),
+            state: None,
+            detail: serde_json::json!({
+                "commit": u.new,
+                "file": problem.file,
+                "line": problem.line,
+                "column": problem.column,
+                "message": problem.message,
+                "pusher": ctx.user,
+            }),
+        });
+    }
+    (messages, events)
 }
 
 async fn fix_head(state: &Arc<ServerState>, ctx: &PushContext, req: &HookRequest) {

@@ -20,5 +20,6 @@ mod git_transport;
 mod limits;
 mod metrics;
 mod notify;
+mod pipelines;
 mod repos;
 mod stale_branches;
