@@ -285,7 +285,7 @@ async fn check_pipelines(
     ctx: &PushContext,
     req: &HookRequest,
 ) -> (Vec<String>, Vec<NewEvent>) {
-    use slipway_actors::pipeline::{parse_pipeline, PIPELINE_FILE};
+    use slipway_actors::pipeline::PIPELINE_FILE;
     let mut messages = Vec::new();
     let mut events = Vec::new();
     if ctx.repo == state.admin_repo() {
@@ -298,26 +298,13 @@ async fn check_pipelines(
             continue;
         }
         let (path, commit) = (ctx.repo_path.clone(), u.new.clone());
-        let read = tokio::task::spawn_blocking(move || {
-            slipway_actors::build::checkout::read_file(&path, &commit, PIPELINE_FILE)
+        let loaded = tokio::task::spawn_blocking(move || {
+            slipway_actors::pipeline::source::load(&path, &commit)
         })
         .await;
-        let text = match read {
-            Ok(Ok(Some(bytes))) => String::from_utf8(bytes),
-            // No pipeline here, or the commit cannot be read: nothing to check.
-            _ => continue,
-        };
-        let problem = match text {
-            Ok(text) => match parse_pipeline(PIPELINE_FILE, &text) {
-                Ok(_) => continue,
-                Err(e) => e,
-            },
-            Err(_) => slipway_actors::config::ConfigError::at(
-                PIPELINE_FILE,
-                1,
-                1,
-                "the file is not UTF-8 text",
-            ),
+        // No pipeline, a valid one, or a commit that cannot be read: nothing to report.
+        let Ok(Ok(Some(Err(problem)))) = loaded else {
+            continue;
         };
         let short = &u.new[..u.new.len().min(12)];
         messages.push(format!("slipway: {problem}"));

@@ -1,0 +1,378 @@
+//! The implicit source stage: for a push, whether the pushed commit's `pipeline.yml`
+//! starts an execution, and the source variables actions can use
+//! (`#{source.CommitId}`, …).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use gix::ObjectId;
+
+use super::spec::{parse_pipeline, PipelineSpec, PIPELINE_FILE};
+use super::triggers::{any_matches, Changed};
+use crate::config::ConfigError;
+
+/// Most changed paths listed for the `paths` filter; a bigger push passes it.
+const MAX_CHANGED: usize = 100_000;
+
+/// What a push means for a repository's pipeline.
+#[derive(Debug)]
+pub enum PushOutcome {
+    /// The commit has no `pipeline.yml`.
+    NoPipeline,
+    /// The commit's `pipeline.yml` does not validate (the pusher was told at push time).
+    Invalid(ConfigError),
+    /// The pipeline's triggers do not match this push.
+    NotTriggered,
+    /// An execution starts with this definition and source.
+    Start(Box<PipelineSpec>, Source),
+}
+
+/// The source stage's artifact and variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// The pushed commit (its tree is the `source` artifact).
+    pub commit: String,
+    /// The pushed ref.
+    pub refname: String,
+    /// `CommitId`, `BranchName` (or `TagName`), `CommitMessage`, `AuthorName`,
+    /// `AuthorEmail`, `AuthorDate` (RFC 3339), `RepositoryName`.
+    pub variables: BTreeMap<String, String>,
+}
+
+/// Decides what a push of `refname` from `old` (all zeros: created) to `new` in the
+/// repository `repo_name` at `repo` means for its pipeline.
+pub fn for_push(
+    repo: &Path,
+    repo_name: &str,
+    refname: &str,
+    old: &str,
+    new: &str,
+) -> Result<PushOutcome, String> {
+    let repo = gix::open(repo).map_err(|e| format!("cannot open the repository: {e}"))?;
+    let new_id = parse_id(new)?;
+    let commit = repo
+        .find_commit(new_id)
+        .map_err(|e| format!("commit {new_id} not found: {e}"))?;
+    let spec = match definition(&commit)? {
+        None => return Ok(PushOutcome::NoPipeline),
+        Some(Err(e)) => return Ok(PushOutcome::Invalid(e)),
+        Some(Ok(spec)) => spec,
+    };
+    let default_branch = repo
+        .head_name()
+        .ok()
+        .flatten()
+        .and_then(|n| {
+            n.as_bstr()
+                .to_string()
+                .strip_prefix("refs/heads/")
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "main".to_string());
+    let paths = if spec.triggers.iter().any(|t| t.paths.is_some()) {
+        changed_paths(&repo, old, &commit)?
+    } else {
+        None
+    };
+    let changed = match &paths {
+        Some(p) => Changed::Paths(p),
+        None => Changed::Unknown,
+    };
+    if !any_matches(&spec.triggers, &default_branch, refname, &changed) {
+        return Ok(PushOutcome::NotTriggered);
+    }
+    let mut variables = BTreeMap::new();
+    variables.insert("CommitId".to_string(), new_id.to_string());
+    variables.insert("RepositoryName".to_string(), repo_name.to_string());
+    if let Some(branch) = refname.strip_prefix("refs/heads/") {
+        variables.insert("BranchName".to_string(), branch.to_string());
+    }
+    if let Some(tag) = refname.strip_prefix("refs/tags/") {
+        variables.insert("TagName".to_string(), tag.to_string());
+    }
+    let message = commit
+        .message_raw()
+        .map(|m| m.to_string())
+        .unwrap_or_default();
+    variables.insert("CommitMessage".to_string(), message.trim_end().to_string());
+    if let Ok(author) = commit.author() {
+        variables.insert("AuthorName".to_string(), author.name.to_string());
+        variables.insert("AuthorEmail".to_string(), author.email.to_string());
+        if let Ok(time) = author.time() {
+            variables.insert("AuthorDate".to_string(), rfc3339(time.seconds));
+        }
+    }
+    Ok(PushOutcome::Start(
+        Box::new(spec),
+        Source {
+            commit: new_id.to_string(),
+            refname: refname.to_string(),
+            variables,
+        },
+    ))
+}
+
+/// The `pipeline.yml` of `commit` in the repository at `repo`: `None` when it has none,
+/// `Some(Err)` when it does not validate.
+pub fn load(
+    repo: &Path,
+    commit: &str,
+) -> Result<Option<Result<PipelineSpec, ConfigError>>, String> {
+    let repo = gix::open(repo).map_err(|e| format!("cannot open the repository: {e}"))?;
+    let id = parse_id(commit)?;
+    let commit = repo
+        .find_commit(id)
+        .map_err(|e| format!("commit {id} not found: {e}"))?;
+    definition(&commit)
+}
+
+fn definition(
+    commit: &gix::Commit<'_>,
+) -> Result<Option<Result<PipelineSpec, ConfigError>>, String> {
+    let id = commit.id;
+    let tree = commit.tree().map_err(|e| format!("commit {id}: {e}"))?;
+    let Some(entry) = tree
+        .lookup_entry_by_path(PIPELINE_FILE)
+        .map_err(|e| format!("reading {PIPELINE_FILE} at {id}: {e}"))?
+    else {
+        return Ok(None);
+    };
+    let data = entry
+        .object()
+        .map_err(|e| format!("reading {PIPELINE_FILE} at {id}: {e}"))?
+        .data
+        .clone();
+    Ok(Some(match String::from_utf8(data) {
+        Ok(text) => parse_pipeline(PIPELINE_FILE, &text),
+        Err(_) => Err(ConfigError::at(
+            PIPELINE_FILE,
+            1,
+            1,
+            "the file is not UTF-8 text",
+        )),
+    }))
+}
+
+fn parse_id(hex: &str) -> Result<ObjectId, String> {
+    ObjectId::from_hex(hex.as_bytes()).map_err(|e| format!("`{hex}` is not an object id: {e}"))
+}
+
+fn rfc3339(seconds: i64) -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// The paths that differ between the tree of `old` (for a created ref: the new
+/// commit's first parent; none: the empty tree) and the new commit's; `None` when there
+/// are too many to list.
+fn changed_paths(
+    repo: &gix::Repository,
+    old: &str,
+    new: &gix::Commit<'_>,
+) -> Result<Option<Vec<String>>, String> {
+    let created = old.bytes().all(|b| b == b'0');
+    let base: Option<ObjectId> = if created {
+        new.parent_ids().next().map(|id| id.detach())
+    } else {
+        Some(parse_id(old)?)
+    };
+    let base_tree = match base {
+        Some(id) => Some(
+            repo.find_commit(id)
+                .and_then(|c| c.tree_id().map(|t| t.detach()))
+                .map_err(|e| format!("commit {id}: {e}"))?,
+        ),
+        None => None,
+    };
+    let new_tree = new
+        .tree_id()
+        .map_err(|e| format!("commit {}: {e}", new.id))?
+        .detach();
+    let mut out = Vec::new();
+    if !diff_trees(repo, base_tree, Some(new_tree), "", &mut out)? {
+        return Ok(None);
+    }
+    Ok(Some(out))
+}
+
+/// Adds to `out` every file path under `prefix` that differs between trees `a` and `b`
+/// (`None`: empty); false when the list would pass [`MAX_CHANGED`].
+fn diff_trees(
+    repo: &gix::Repository,
+    a: Option<ObjectId>,
+    b: Option<ObjectId>,
+    prefix: &str,
+    out: &mut Vec<String>,
+) -> Result<bool, String> {
+    if a == b {
+        return Ok(true);
+    }
+    let entries = |id: Option<ObjectId>| -> Result<BTreeMap<String, (ObjectId, bool)>, String> {
+        let Some(id) = id else {
+            return Ok(BTreeMap::new());
+        };
+        let tree = repo.find_tree(id).map_err(|e| format!("tree {id}: {e}"))?;
+        let decoded = tree.decode().map_err(|e| format!("tree {id}: {e}"))?;
+        Ok(decoded
+            .entries
+            .iter()
+            .map(|e| (e.filename.to_string(), (e.oid.to_owned(), e.mode.is_tree())))
+            .collect())
+    };
+    let (left, right) = (entries(a)?, entries(b)?);
+    let names: std::collections::BTreeSet<&String> = left.keys().chain(right.keys()).collect();
+    for name in names {
+        let (l, r) = (left.get(name), right.get(name));
+        if l == r {
+            continue;
+        }
+        let path = format!("{prefix}{name}");
+        let subtree = |e: Option<&(ObjectId, bool)>| e.filter(|(_, t)| *t).map(|(id, _)| *id);
+        let (lt, rt) = (subtree(l), subtree(r));
+        if (lt.is_some() || rt.is_some()) && !diff_trees(repo, lt, rt, &format!("{path}/"), out)? {
+            return Ok(false);
+        }
+        // A file on either side (also a file replaced by a directory, or back).
+        let is_file = |e: Option<&(ObjectId, bool)>| e.is_some_and(|(_, t)| !*t);
+        if is_file(l) || is_file(r) {
+            out.push(path);
+            if out.len() > MAX_CHANGED {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "Ada Author")
+            .env("GIT_AUTHOR_EMAIL", "ada@example.com")
+            .env("GIT_AUTHOR_DATE", "2026-01-02T03:04:05Z")
+            .env("GIT_COMMITTER_NAME", "c")
+            .env("GIT_COMMITTER_EMAIL", "c@example.com")
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    fn commit(dir: &Path, files: &[(&str, &str)], message: &str) -> String {
+        for (path, text) in files {
+            let p = dir.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        git(dir, &["add", "-A"]);
+        git(dir, &["commit", "-q", "-m", message]);
+        git(dir, &["rev-parse", "HEAD"])
+    }
+
+    const ZERO: &str = "0000000000000000000000000000000000000000";
+
+    #[test]
+    fn triggers_paths_and_source_variables() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        git(dir, &["init", "-q", "-b", "main"]);
+        let pipeline = "name: web\ntriggers:\n  - push: { branches: { include: [main, \"release/*\"] }, paths: { exclude: [\"docs/**\"] } }\n  - push: { tags: { include: [\"v*\"] } }\nstages:\n  - name: build\n    actions: [{ name: compile, build: {} }]\n";
+        let first = commit(
+            dir,
+            &[
+                ("pipeline.yml", pipeline),
+                ("src/a.rs", "1"),
+                ("docs/x.md", "1"),
+            ],
+            "first\n\nbody",
+        );
+        // A created branch with no parent: everything changed.
+        let PushOutcome::Start(spec, source) =
+            for_push(dir, "app", "refs/heads/main", ZERO, &first).unwrap()
+        else {
+            panic!("the first push starts an execution");
+        };
+        assert_eq!(spec.name, "web");
+        assert_eq!(source.variables["CommitId"], first);
+        assert_eq!(source.variables["BranchName"], "main");
+        assert_eq!(source.variables["CommitMessage"], "first\n\nbody");
+        assert_eq!(source.variables["AuthorName"], "Ada Author");
+        assert_eq!(source.variables["AuthorEmail"], "ada@example.com");
+        assert_eq!(source.variables["AuthorDate"], "2026-01-02T03:04:05Z");
+        assert_eq!(source.variables["RepositoryName"], "app");
+
+        let docs = commit(dir, &[("docs/x.md", "2"), ("docs/deep/y.md", "2")], "docs");
+        assert!(matches!(
+            for_push(dir, "app", "refs/heads/main", &first, &docs).unwrap(),
+            PushOutcome::NotTriggered
+        ));
+        let code = commit(dir, &[("docs/x.md", "3"), ("src/b/c.rs", "3")], "code");
+        assert!(matches!(
+            for_push(dir, "app", "refs/heads/main", &docs, &code).unwrap(),
+            PushOutcome::Start(..)
+        ));
+        // A new branch is compared with its commit's parent.
+        assert!(matches!(
+            for_push(dir, "app", "refs/heads/release/1", ZERO, &docs).unwrap(),
+            PushOutcome::NotTriggered
+        ));
+        assert!(matches!(
+            for_push(dir, "app", "refs/heads/feature", ZERO, &code).unwrap(),
+            PushOutcome::NotTriggered
+        ));
+        let PushOutcome::Start(_, tag) =
+            for_push(dir, "app", "refs/tags/v1.0", ZERO, &docs).unwrap()
+        else {
+            panic!("a v* tag starts an execution");
+        };
+        assert_eq!(tag.variables["TagName"], "v1.0");
+
+        let broken = commit(
+            dir,
+            &[("pipeline.yml", "name: web\nstages: []\n")],
+            "broken",
+        );
+        assert!(matches!(
+            for_push(dir, "app", "refs/heads/main", &code, &broken).unwrap(),
+            PushOutcome::Invalid(_)
+        ));
+        git(dir, &["rm", "-q", "pipeline.yml"]);
+        git(dir, &["commit", "-q", "-m", "no pipeline"]);
+        let none = git(dir, &["rev-parse", "HEAD"]);
+        assert!(matches!(
+            for_push(dir, "app", "refs/heads/main", &broken, &none).unwrap(),
+            PushOutcome::NoPipeline
+        ));
+    }
+
+    #[test]
+    fn changed_paths_descend_only_into_changed_trees() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        git(dir, &["init", "-q", "-b", "main"]);
+        let a = commit(dir, &[("keep/a", "1"), ("x/y/z", "1"), ("f", "1")], "a");
+        std::fs::remove_file(dir.join("f")).unwrap();
+        std::fs::create_dir_all(dir.join("f")).unwrap();
+        let b = commit(
+            dir,
+            &[("x/y/z", "2"), ("x/new", "1"), ("f/inside", "1")],
+            "b",
+        );
+        let repo = gix::open(dir).unwrap();
+        let new = repo.find_commit(parse_id(&b).unwrap()).unwrap();
+        let mut paths = changed_paths(&repo, &a, &new).unwrap().unwrap();
+        paths.sort();
+        assert_eq!(paths, ["f", "f/inside", "x/new", "x/y/z"]);
+    }
+}
