@@ -74,9 +74,9 @@ impl Carried {
     }
 
     /// The script that turns a shell holding `self` into one holding `want`, for the
-    /// session to source; `None` when there is nothing to change. A directory that no
-    /// longer exists clears `__slipway_ok`, which fails the next command.
-    pub fn changes_to(&self, want: &Carried) -> Option<Vec<u8>> {
+    /// session to source; `None` when there is nothing to change. When the directory
+    /// cannot be entered (it was removed) the script runs `on_lost`.
+    pub fn changes_to(&self, want: &Carried, on_lost: &str) -> Option<Vec<u8>> {
         let mut script = Vec::new();
         // Gone, or exported without a value now (dash and busybox keep `export NAME`
         // after `unset NAME`): unset first.
@@ -97,7 +97,7 @@ impl Carried {
         if self.pwd != want.pwd {
             script.extend_from_slice(b"cd -- ");
             script.extend_from_slice(&quote_bytes(&want.pwd));
-            script.extend_from_slice(b" || __slipway_ok=\n");
+            script.extend_from_slice(format!(" || {on_lost}\n").as_bytes());
         }
         for (name, statement) in &want.vars {
             if self.vars.get(name) != Some(statement) {
@@ -137,13 +137,13 @@ pub fn leaves_state_alone(command: &str) -> bool {
             (_, b'\\') => i += 1,
             (0, b'\'' | b'"') => quote = b,
             (_, b'$') => match bytes.get(i + 1) {
-                Some(b'(') => return false,
+                // `$(…)`, `$((…))`, `$[…]` (arithmetic), `$'…'` (its own quoting rules).
+                Some(b'(' | b'[' | b'\'') => return false,
                 Some(b'{') => {
-                    // `${name}` and `${name:-default}` read; `${name=…}` assigns.
                     let Some(len) = bytes[i..].iter().position(|c| *c == b'}') else {
                         return false;
                     };
-                    if bytes[i..i + len].contains(&b'=') {
+                    if !plain_expansion(&command[i + 2..i + len]) {
                         return false;
                     }
                     i += len;
@@ -177,6 +177,29 @@ pub fn leaves_state_alone(command: &str) -> bool {
         && !SHELL_WORDS.contains(&program)
 }
 
+/// `name`, or `name` with `-`, `:-`, `+` or `:+` and a plain word: expansions that only
+/// read (not `${x=…}`, `${x:?…}`, substrings with arithmetic, indexes, nested `$`).
+fn plain_expansion(inner: &str) -> bool {
+    let end = inner
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(inner.len());
+    let (name, rest) = inner.split_at(end);
+    let word = ["", ":-", ":+", "-", "+"]
+        .iter()
+        .filter(|op| rest.starts_with(**op))
+        .map(|op| &rest[op.len()..])
+        .max_by_key(|w| usize::MAX - w.len());
+    is_identifier(name)
+        && match (rest.is_empty(), word) {
+            (true, _) => true,
+            (false, Some(w)) if rest.len() > w.len() => w.bytes().all(|b| {
+                b.is_ascii_alphanumeric()
+                    || matches!(b, b'_' | b'.' | b'/' | b',' | b'@' | b'%' | b'-')
+            }),
+            _ => false,
+        }
+}
+
 /// Builtins and keywords of bash and POSIX shells: never `exec`ed.
 const SHELL_WORDS: &[&str] = &[
     ".",
@@ -190,6 +213,7 @@ const SHELL_WORDS: &[&str] = &[
     "caller",
     "case",
     "cd",
+    "chdir",
     "command",
     "compgen",
     "complete",
@@ -393,9 +417,9 @@ mod tests {
             assert!(!carried.vars.contains_key("__slipway_rc"), "{shell}");
             assert_eq!(carried.pwd, b"/tmp", "{shell}");
             // Loading the statements into a fresh shell gives the same values back.
-            let load = String::from_utf8(Carried::default().changes_to(&carried).unwrap())
+            let load = String::from_utf8(Carried::default().changes_to(&carried, "lost").unwrap())
                 .unwrap()
-                .replace(" || __slipway_ok=", "");
+                .replace(" || lost", "");
             let again = Carried::parse(&report_of(shell, &load), MARK).unwrap();
             for name in ["A", "B", "C", "D", "E"] {
                 assert_eq!(
@@ -418,25 +442,28 @@ mod tests {
         let sh_after =
             Carried::parse(&report_of("sh", "set -a; export V=1; unset V"), MARK).unwrap();
         assert_eq!(
-            sh_before.changes_to(&sh_after).unwrap(),
+            sh_before.changes_to(&sh_after, "lost").unwrap(),
             b"unset -v V\nexport V\n"
         );
-        let script = String::from_utf8(before.changes_to(&after).unwrap()).unwrap();
+        let script = String::from_utf8(before.changes_to(&after, "lost").unwrap()).unwrap();
         assert_eq!(
             script,
             "unset -v GONE\ndeclare -x EDIT=\"4\"\ndeclare -x NEW=\"5\"\n"
         );
-        assert_eq!(after.changes_to(&after), None);
+        assert_eq!(after.changes_to(&after, "lost"), None);
         let moved = Carried {
             pwd: b"/it's".to_vec(),
             ..after.clone()
         };
         assert_eq!(
-            after.changes_to(&moved).unwrap(),
-            b"cd -- '/it'\\''s' || __slipway_ok=\n"
+            after.changes_to(&moved, "lost").unwrap(),
+            b"cd -- '/it'\\''s' || lost\n"
         );
         after.vars.clear();
-        assert!(after.changes_to(&moved).unwrap().starts_with(b"cd -- '/it"));
+        assert!(after
+            .changes_to(&moved, "lost")
+            .unwrap()
+            .starts_with(b"cd -- '/it"));
     }
 
     #[test]
@@ -463,7 +490,7 @@ mod tests {
             "tar czf out/app.tgz out/*",
             "cargo test --workspace &> log.txt",
             "python3 -c 'import os; print(os.getcwd())'",
-            "echo-tool \"${NAME:-x} ${OTHER}\" 'a;b|c'",
+            "echo-tool \"${NAME:-x} ${OTHER} ${T+set} ${U:+on}\" 'a;b|c'",
             "/usr/bin/env",
         ] {
             assert!(leaves_state_alone(yes), "{yes}");
@@ -493,6 +520,14 @@ mod tests {
             "if make; then x; fi",
             "cat <<EOF",
             "make \"unterminated",
+            "chdir /tmp",
+            "ls $'\\'' ; cd /tmp ; echo \\'",
+            "/bin/echo $[X=5]",
+            "make ${a:-$((n++))}",
+            "make ${arr[i++]}",
+            "make ${s:i++}",
+            "make ${x:?gone}",
+            "make ${ cd /tmp; }",
             "$CC -c x.c",
             "[[ -f x ]]",
             "! make",
@@ -510,10 +545,11 @@ mod tests {
             ("bad name".to_string(), "x".to_string()),
         ];
         let carried = Carried::initial(&env, b"/src dir");
-        let load = String::from_utf8(Carried::default().changes_to(&carried).unwrap()).unwrap();
+        let load =
+            String::from_utf8(Carried::default().changes_to(&carried, "lost").unwrap()).unwrap();
         assert_eq!(
             load,
-            "cd -- '/src dir' || __slipway_ok=\nexport Q='it'\\''s $HOME'\n"
+            "cd -- '/src dir' || lost\nexport Q='it'\\''s $HOME'\n"
         );
     }
 }

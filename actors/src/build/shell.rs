@@ -83,6 +83,8 @@ pub struct BuildShell {
     executor: Executor,
     /// The directory and exported variables the last command left.
     latest: Carried,
+    /// Whether a session has reported what a fresh shell holds (`latest` then includes it).
+    synced: bool,
     /// The long-lived shell that runs one subshell per command.
     session: Option<Session>,
     /// Process groups of earlier sessions (another `run-as` user's phases): what they
@@ -106,6 +108,8 @@ struct Session {
     pgid: Option<i32>,
     /// The directory and exported variables the session shell holds.
     held: Carried,
+    /// Lines the shell printed before it was ready (warnings), for the next command's log.
+    early: Vec<String>,
 }
 
 /// Gives `path` and everything below it to `uid:gid` (symlinks themselves, not targets).
@@ -251,6 +255,7 @@ impl BuildShell {
             shell,
             src_dir: src_dir.to_path_buf(),
             latest: Carried::initial(env, src_dir.as_os_str().as_bytes()),
+            synced: false,
             state,
             executor,
             session: None,
@@ -275,6 +280,9 @@ impl BuildShell {
         format!(
             "__slipway_ok=1\n\
              __slipway_save() {{ {{ export -p; printf '\\036{nonce} pwd %s\\n' \"$PWD\"; }} 1<>{report}; }}\n\
+             __slipway_lost() {{ __slipway_ok=; printf '\\036{nonce} lost\\n'; }}\n\
+             __slipway_save\n\
+             printf '\\036{nonce} ready\\n'\n\
              __slipway_rc=0\n\
              while IFS=' ' read -r __slipway_op __slipway_slot; do\n  \
                case $__slipway_op in\n    \
@@ -458,7 +466,7 @@ impl BuildShell {
             );
         };
         // The session takes on what the last command left, if that changed anything.
-        if let Some(load) = session.held.changes_to(&self.latest) {
+        if let Some(load) = session.held.changes_to(&self.latest, "__slipway_lost") {
             if let Err(e) = self.state.write("load.sh", &load) {
                 return (
                     offset,
@@ -483,6 +491,9 @@ impl BuildShell {
                 CommandOutcome::Fault(format!("the build shell is gone: {e}")),
             );
         }
+        for line in session.early.drain(..) {
+            out(Output::Line(&line));
+        }
         let mut slot = 0;
         out(Output::Start(offset));
         let ended = loop {
@@ -497,7 +508,14 @@ impl BuildShell {
                         if pos > 0 {
                             out(Output::Line(&text[..pos]));
                         }
-                        let Some(("done", rc)) = text[pos + marker.len()..].split_once(' ') else {
+                        let after = &text[pos + marker.len()..];
+                        if after == "lost" {
+                            // The directory could not be entered: the session is not
+                            // where it should be; the next load tries again.
+                            session.held.pwd.clear();
+                            continue;
+                        }
+                        let Some(("done", rc)) = after.split_once(' ') else {
                             out(Output::Line(&text[pos..]));
                             continue;
                         };
@@ -550,6 +568,10 @@ impl BuildShell {
             }
         }
         if self.session.is_none() {
+            // The new shell (maybe another user) writes its own report.
+            self.state
+                .clear_report()
+                .map_err(|e| format!("cannot clear the build's report: {e}"))?;
             let loop_path = self
                 .state
                 .write("session.sh", self.session_script().as_bytes())
@@ -617,16 +639,63 @@ impl BuildShell {
                 stdin: Some(stdin),
                 lines: rx,
                 pgid,
-                // A new shell holds only what it was started with, in the source directory.
+                // Replaced below by what the shell reports it holds.
                 held: Carried {
                     vars: Default::default(),
                     pwd: self.src_dir.as_os_str().as_bytes().to_vec(),
                 },
+                early: Vec::new(),
             });
+            self.sync_session().await?;
         }
         self.session
             .as_mut()
             .ok_or_else(|| "the build shell did not start".to_string())
+    }
+
+    /// Waits for a new session to report what it holds (the variables its process was
+    /// started with: for Docker, the image's), so that the first load can unset what the
+    /// build had unset. The first session also fills in the build's starting state: the
+    /// shell's own variables with the build's environment over them.
+    async fn sync_session(&mut self) -> Result<(), String> {
+        let ready = format!("\u{1e}{} ready", self.nonce);
+        let Some(session) = self.session.as_mut() else {
+            return Err("the build shell did not start".into());
+        };
+        let waited = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = session.lines.recv().await {
+                if line.contains(&ready) {
+                    return true;
+                }
+                session.early.push(line);
+            }
+            false
+        })
+        .await;
+        if waited != Ok(true) {
+            self.kill_everything().await;
+            return Err(format!(
+                "the build shell `{}` did not start within 60 s",
+                self.shell.program()
+            ));
+        }
+        let marker = format!("\u{1e}{} pwd ", self.nonce);
+        if let Some(holds) = self
+            .state
+            .read_report()
+            .ok()
+            .and_then(|r| Carried::parse(&r, marker.as_bytes()))
+        {
+            if !self.synced {
+                let mut start = holds.clone();
+                start.vars.extend(std::mem::take(&mut self.latest.vars));
+                start.pwd = std::mem::take(&mut self.latest.pwd);
+                self.latest = start;
+            }
+            session.held = holds;
+        }
+        self.synced = true;
+        Ok(())
     }
 
     /// Kills everything the build runs: every session's process group (with what the

@@ -58,37 +58,41 @@ impl StateDir {
     }
 
     /// Lets `occupant` read the server's files and write its report (a phase with
-    /// another `run-as` user calls this again).
+    /// another `run-as` user calls this again). Only the two directories are changed, by
+    /// path: the build cannot replace them (`state/` is the server's). What lies inside
+    /// `shell/` is the build's and is never followed: the report is removed (unlinking a
+    /// link removes the link) and the next command's trap creates it afresh.
     pub fn admit(&self, occupant: Occupant) -> std::io::Result<()> {
-        let report = self.report();
-        if !report.exists() {
-            std::fs::write(&report, b"")?;
-        }
+        self.clear_report()?;
         let mode = |p: &Path, m: u32| std::fs::set_permissions(p, PermissionsExt::from_mode(m));
         match occupant {
             Occupant::Server => {
                 mode(&self.root, 0o700)?;
                 mode(&self.shell_dir(), 0o700)?;
-                mode(&report, 0o600)?;
             }
             Occupant::User { uid, gid } => {
                 // The group lets the user in; others cannot enter (the server's files
                 // hold the build's secrets).
                 std::os::unix::fs::lchown(&self.root, None, Some(gid))?;
                 mode(&self.root, 0o750)?;
-                for p in [self.shell_dir(), report.clone()] {
-                    std::os::unix::fs::lchown(&p, Some(uid), Some(gid))?;
-                }
+                std::os::unix::fs::lchown(self.shell_dir(), Some(uid), Some(gid))?;
                 mode(&self.shell_dir(), 0o700)?;
-                mode(&report, 0o600)?;
             }
             Occupant::Container => {
                 mode(&self.root, 0o755)?;
                 mode(&self.shell_dir(), 0o777)?;
-                mode(&report, 0o666)?;
             }
         }
         Ok(())
+    }
+
+    /// Removes the last report (a new session's user may not be able to write the old
+    /// user's file); a link is removed, not followed.
+    pub fn clear_report(&self) -> std::io::Result<()> {
+        match std::fs::remove_file(self.report()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// The directory itself (server files live directly in it).
@@ -197,6 +201,25 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(state.root()), 0o700);
         assert_eq!(mode(&state.shell_dir()), 0o700);
-        assert_eq!(mode(&state.report()), 0o600);
+    }
+
+    /// The build owns `shell/`: a link it puts there in place of the report is removed,
+    /// never followed, when the directory is handed over again.
+    #[test]
+    fn admitting_again_never_follows_the_builds_links() {
+        let d = tempfile::tempdir().unwrap();
+        let state = StateDir::create(&d.path().join("state"), Occupant::Server).unwrap();
+        let target = d.path().join("target");
+        std::fs::write(&target, b"x").unwrap();
+        std::fs::set_permissions(&target, PermissionsExt::from_mode(0o644)).unwrap();
+        std::os::unix::fs::symlink(&target, state.report()).unwrap();
+        state.admit(Occupant::Container).unwrap();
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "the link's target was changed");
+        assert!(std::fs::symlink_metadata(state.report()).is_err());
+        let dangling = d.path().join("created-by-root");
+        std::os::unix::fs::symlink(&dangling, state.report()).unwrap();
+        state.admit(Occupant::Server).unwrap();
+        assert!(!dangling.exists(), "a file was created through the link");
     }
 }

@@ -322,6 +322,43 @@ async fn output_keeps_its_order_and_survives_binary_bytes() {
     assert!(r.has("after"), "{:?}", r.log);
 }
 
+/// What the shell process starts with (here LANG; in Docker the image's ENV) can be
+/// unset like anything else, and a directory that vanished under the build is not
+/// silently swapped for another: the commands that should run there fail, saying why.
+#[tokio::test]
+async fn inherited_variables_unset_and_a_vanished_directory_fails() {
+    for shell in ["bash", "sh"] {
+        let yaml = format!(
+            concat!(
+                "version: 0.2\n",
+                "env: {{ shell: {shell} }}\n",
+                "phases:\n",
+                "  install:\n",
+                "    commands: [\"unset LANG\", \"echo lang=${{LANG-none}}\"]\n",
+                "  build:\n",
+                "    commands: [\"mkdir t && cd t && rmdir ../t\", \"echo never-here\"]\n",
+            ),
+            shell = shell,
+        );
+        let r = build(&yaml).await;
+        assert!(r.has("lang=none"), "{shell}: {:?}", r.log);
+        assert_eq!(
+            r.phases(),
+            s(&[("INSTALL", Succeeded), ("BUILD", Failed)]),
+            "{shell}: {:?}",
+            r.log
+        );
+        assert!(!r.has("never-here"), "{shell}: {:?}", r.log);
+        assert!(
+            r.log.iter().any(|l| l.contains(
+                "[slipway] Command did not exit successfully echo never-here exit status 1"
+            )),
+            "{shell}: {:?}",
+            r.log
+        );
+    }
+}
+
 #[tokio::test]
 async fn sh_is_available_as_the_shell() {
     let r = build("version: 0.2\nenv: { shell: sh }\nphases:\n  build: { commands: [\"cd sub\", \"echo in $(basename $(pwd))\"] }\n").await;

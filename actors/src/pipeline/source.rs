@@ -49,10 +49,8 @@ pub fn for_push(
     new: &str,
 ) -> Result<PushOutcome, String> {
     let repo = gix::open(repo).map_err(|e| format!("cannot open the repository: {e}"))?;
-    let new_id = parse_id(new)?;
-    let commit = repo
-        .find_commit(new_id)
-        .map_err(|e| format!("commit {new_id} not found: {e}"))?;
+    let commit = peel(&repo, new)?;
+    let new_id = commit.id;
     let spec = match definition(&commit)? {
         None => return Ok(PushOutcome::NoPipeline),
         Some(Err(e)) => return Ok(PushOutcome::Invalid(e)),
@@ -69,7 +67,8 @@ pub fn for_push(
                 .map(str::to_string)
         })
         .unwrap_or_else(|| "main".to_string());
-    let paths = if spec.triggers.iter().any(|t| t.paths.is_some()) {
+    let branch_push = refname.starts_with("refs/heads/");
+    let paths = if branch_push && spec.triggers.iter().any(|t| t.paths.is_some()) {
         changed_paths(&repo, old, &commit)?
     } else {
         None
@@ -119,10 +118,7 @@ pub fn load(
     commit: &str,
 ) -> Result<Option<Result<PipelineSpec, ConfigError>>, String> {
     let repo = gix::open(repo).map_err(|e| format!("cannot open the repository: {e}"))?;
-    let id = parse_id(commit)?;
-    let commit = repo
-        .find_commit(id)
-        .map_err(|e| format!("commit {id} not found: {e}"))?;
+    let commit = peel(&repo, commit)?;
     definition(&commit)
 }
 
@@ -137,6 +133,14 @@ fn definition(
     else {
         return Ok(None);
     };
+    if !entry.mode().is_blob() {
+        return Ok(Some(Err(ConfigError::at(
+            PIPELINE_FILE,
+            1,
+            1,
+            "pipeline.yml must be a regular file (it is a directory, link or submodule here)",
+        ))));
+    }
     let data = entry
         .object()
         .map_err(|e| format!("reading {PIPELINE_FILE} at {id}: {e}"))?
@@ -151,6 +155,15 @@ fn definition(
             "the file is not UTF-8 text",
         )),
     }))
+}
+
+/// The commit `hex` names, through annotated tags.
+fn peel<'r>(repo: &'r gix::Repository, hex: &str) -> Result<gix::Commit<'r>, String> {
+    let id = parse_id(hex)?;
+    repo.find_object(id)
+        .map_err(|e| format!("object {id} not found: {e}"))?
+        .peel_to_commit()
+        .map_err(|e| format!("{id} does not name a commit: {e}"))
 }
 
 fn parse_id(hex: &str) -> Result<ObjectId, String> {
@@ -174,16 +187,19 @@ fn changed_paths(
     new: &gix::Commit<'_>,
 ) -> Result<Option<Vec<String>>, String> {
     let created = old.bytes().all(|b| b == b'0');
-    let base: Option<ObjectId> = if created {
-        new.parent_ids().next().map(|id| id.detach())
+    let base = if created {
+        match new.parent_ids().next() {
+            Some(id) => Some(peel(repo, &id.to_string())?),
+            None => None,
+        }
     } else {
-        Some(parse_id(old)?)
+        Some(peel(repo, old)?)
     };
     let base_tree = match base {
-        Some(id) => Some(
-            repo.find_commit(id)
-                .and_then(|c| c.tree_id().map(|t| t.detach()))
-                .map_err(|e| format!("commit {id}: {e}"))?,
+        Some(c) => Some(
+            c.tree_id()
+                .map_err(|e| format!("commit {}: {e}", c.id))?
+                .detach(),
         ),
         None => None,
     };
@@ -192,25 +208,34 @@ fn changed_paths(
         .map_err(|e| format!("commit {}: {e}", new.id))?
         .detach();
     let mut out = Vec::new();
-    if !diff_trees(repo, base_tree, Some(new_tree), "", &mut out)? {
+    if !diff_trees(repo, base_tree, Some(new_tree), "", 0, &mut out)? {
         return Ok(None);
     }
     Ok(Some(out))
 }
 
-/// Adds to `out` every file path under `prefix` that differs between trees `a` and `b`
-/// (`None`: empty); false when the list would pass [`MAX_CHANGED`].
+/// Deepest directory nesting walked; deeper pushes pass a `paths` filter.
+const MAX_DEPTH: usize = 64;
+
+/// Adds to `out` every file path under `prefix` that differs (content or mode) between
+/// trees `a` and `b` (`None`: empty); false when the list would pass [`MAX_CHANGED`] or
+/// the trees nest deeper than [`MAX_DEPTH`].
 fn diff_trees(
     repo: &gix::Repository,
     a: Option<ObjectId>,
     b: Option<ObjectId>,
     prefix: &str,
+    depth: usize,
     out: &mut Vec<String>,
 ) -> Result<bool, String> {
     if a == b {
         return Ok(true);
     }
-    let entries = |id: Option<ObjectId>| -> Result<BTreeMap<String, (ObjectId, bool)>, String> {
+    if depth > MAX_DEPTH {
+        return Ok(false);
+    }
+    type Entry = (ObjectId, bool, u16);
+    let entries = |id: Option<ObjectId>| -> Result<BTreeMap<String, Entry>, String> {
         let Some(id) = id else {
             return Ok(BTreeMap::new());
         };
@@ -219,7 +244,10 @@ fn diff_trees(
         Ok(decoded
             .entries
             .iter()
-            .map(|e| (e.filename.to_string(), (e.oid.to_owned(), e.mode.is_tree())))
+            .map(|e| {
+                let entry = (e.oid.to_owned(), e.mode.is_tree(), e.mode.value());
+                (e.filename.to_string(), entry)
+            })
             .collect())
     };
     let (left, right) = (entries(a)?, entries(b)?);
@@ -230,13 +258,15 @@ fn diff_trees(
             continue;
         }
         let path = format!("{prefix}{name}");
-        let subtree = |e: Option<&(ObjectId, bool)>| e.filter(|(_, t)| *t).map(|(id, _)| *id);
+        let subtree = |e: Option<&Entry>| e.filter(|(_, t, _)| *t).map(|(id, _, _)| *id);
         let (lt, rt) = (subtree(l), subtree(r));
-        if (lt.is_some() || rt.is_some()) && !diff_trees(repo, lt, rt, &format!("{path}/"), out)? {
+        if (lt.is_some() || rt.is_some())
+            && !diff_trees(repo, lt, rt, &format!("{path}/"), depth + 1, out)?
+        {
             return Ok(false);
         }
         // A file on either side (also a file replaced by a directory, or back).
-        let is_file = |e: Option<&(ObjectId, bool)>| e.is_some_and(|(_, t)| !*t);
+        let is_file = |e: Option<&Entry>| e.is_some_and(|(_, t, _)| !*t);
         if is_file(l) || is_file(r) {
             out.push(path);
             if out.len() > MAX_CHANGED {
@@ -331,12 +361,16 @@ mod tests {
             for_push(dir, "app", "refs/heads/feature", ZERO, &code).unwrap(),
             PushOutcome::NotTriggered
         ));
+        git(dir, &["tag", "-a", "-m", "release", "v1.0", &docs]);
+        let tag_object = git(dir, &["rev-parse", "v1.0"]);
+        assert_ne!(tag_object, docs, "an annotated tag is an object of its own");
         let PushOutcome::Start(_, tag) =
-            for_push(dir, "app", "refs/tags/v1.0", ZERO, &docs).unwrap()
+            for_push(dir, "app", "refs/tags/v1.0", ZERO, &tag_object).unwrap()
         else {
             panic!("a v* tag starts an execution");
         };
         assert_eq!(tag.variables["TagName"], "v1.0");
+        assert_eq!(tag.variables["CommitId"], docs);
 
         let broken = commit(
             dir,
@@ -364,15 +398,18 @@ mod tests {
         let a = commit(dir, &[("keep/a", "1"), ("x/y/z", "1"), ("f", "1")], "a");
         std::fs::remove_file(dir.join("f")).unwrap();
         std::fs::create_dir_all(dir.join("f")).unwrap();
-        let b = commit(
+        commit(
             dir,
             &[("x/y/z", "2"), ("x/new", "1"), ("f/inside", "1")],
             "b",
         );
+        git(dir, &["update-index", "--chmod=+x", "keep/a"]);
+        git(dir, &["commit", "-q", "-m", "mode"]);
+        let b = git(dir, &["rev-parse", "HEAD"]);
         let repo = gix::open(dir).unwrap();
         let new = repo.find_commit(parse_id(&b).unwrap()).unwrap();
         let mut paths = changed_paths(&repo, &a, &new).unwrap().unwrap();
         paths.sort();
-        assert_eq!(paths, ["f", "f/inside", "x/new", "x/y/z"]);
+        assert_eq!(paths, ["f", "f/inside", "keep/a", "x/new", "x/y/z"]);
     }
 }

@@ -223,14 +223,15 @@ struct Check {
     action: usize,
     /// The current action's run-order, once read.
     run_order: Option<u32>,
-    /// Inputs of the current action produced in the same stage: (input, producer's run-order).
+    /// Inputs (and `#{namespace}` uses) of the current action produced in the same stage:
+    /// (what, producer's run-order), checked once the action's run-order is known.
     same_stage_inputs: Vec<(String, u32)>,
     /// Output → (stage, action, action's run-order once known).
     outputs: HashMap<String, (usize, usize)>,
     /// Run-order of every finished action.
     run_orders: HashMap<usize, u32>,
-    /// Namespace → action.
-    namespaces: HashMap<String, usize>,
+    /// Namespace → (stage, action).
+    namespaces: HashMap<String, (usize, usize)>,
     /// Pipeline variables.
     variables: HashSet<String>,
 }
@@ -274,11 +275,33 @@ fn check_references(text: &str) -> Result<(), String> {
         if var.is_empty() {
             return Err(format!("`#{{{reference}}}` names no variable"));
         }
-        let known = with_check(|c| match ns {
-            SOURCE | "pipeline" => true,
-            "variables" => c.variables.contains(var),
-            _ => c.namespaces.contains_key(ns),
-        });
+        let known = with_check(|c| {
+            match ns {
+            SOURCE | "pipeline" => Ok(true),
+            "variables" => Ok(c.variables.contains(var)),
+            _ => match c.namespaces.get(ns).copied() {
+                None => Ok(false),
+                Some((_, action)) if action == c.action => Err(format!(
+                    "`#{{{reference}}}`: this action's own namespace has no values before it ends; use it in a later action"
+                )),
+                Some((stage, action)) if stage == c.stage => {
+                    // Values exist only once that action ended: it must run earlier.
+                    let producer = c.run_orders.get(&action).copied().unwrap_or(1);
+                    match c.run_order {
+                        Some(mine) if mine <= producer => Err(format!(
+                            "`#{{{reference}}}` comes from an action of this stage with run-order {producer}; give this action a higher run-order or move it to a later stage"
+                        )),
+                        Some(_) => Ok(true),
+                        None => {
+                            c.same_stage_inputs.push((format!("#{{{ns}}}"), producer));
+                            Ok(true)
+                        }
+                    }
+                }
+                Some(_) => Ok(true),
+            },
+        }
+        })?;
         if !known {
             return Err(if ns == "variables" {
                 format!("`#{{{reference}}}`: the pipeline declares no variable `{var}` under `variables:`")
@@ -648,7 +671,10 @@ impl<'de> Deserialize<'de> for NamespaceName {
                 if c.outputs.contains_key(&s) {
                     return Err(format!("namespace `{s}` has the name of an output; artifact and namespace names must differ"));
                 }
-                if c.namespaces.insert(s.clone(), c.action).is_some() {
+                if c.namespaces
+                    .insert(s.clone(), (c.stage, c.action))
+                    .is_some()
+                {
                     return Err(format!(
                         "a second action has namespace `{s}`; namespaces must be unique in the pipeline"
                     ));
@@ -832,6 +858,14 @@ variables: { DEPLOY_ENV: staging }
             (
                 "  - name: a\n    actions:\n      - { name: x, approval: { approvers: [bob], message: \"#{Q.TAG}\" } }\n",
                 5, 59, "no earlier action has namespace `Q`",
+            ),
+            (
+                "  - name: a\n    actions:\n      - { name: x, namespace: N, build: {}, outputs: [o] }\n      - { name: y, build: { env: { V: \"#{N.TAG}\" } } }\n",
+                5, 7, "give `y` a higher run-order",
+            ),
+            (
+                "  - name: a\n    actions:\n      - { name: x, namespace: N, build: { env: { V: \"#{N.TAG}\" } } }\n",
+                5, 53, "own namespace",
             ),
             (
                 "  - name: a\n    actions:\n      - { name: x, approval: { approvers: [bob], timeout: 90d } }\n",
