@@ -194,6 +194,12 @@ pub fn resolve_local_user(name: &str) -> Result<(u32, u32), String> {
     Ok((uid, gid))
 }
 
+/// The whole environment a local build shell starts with.
+fn local_base_env() -> Vec<(String, String)> {
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    vec![("PATH".into(), path), ("LANG".into(), "C.UTF-8".into())]
+}
+
 /// The environment the `docker` client itself runs with.
 fn docker_client<S: AsRef<OsStr>>(args: &[S]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new("docker");
@@ -334,12 +340,7 @@ impl BuildShell {
                 cmd.arg(script)
                     .current_dir(&self.src_dir)
                     .env_clear()
-                    .env(
-                        "PATH",
-                        std::env::var_os("PATH")
-                            .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
-                    )
-                    .env("LANG", "C.UTF-8");
+                    .envs(local_base_env());
                 if let Some((uid, gid)) = ids {
                     if running_as_root() {
                         // The state directory follows the user a phase runs as.
@@ -509,6 +510,10 @@ impl BuildShell {
                             out(Output::Line(&text[..pos]));
                         }
                         let after = &text[pos + marker.len()..];
+                        if after == "ready" {
+                            // A local session's start-up report, not waited for.
+                            continue;
+                        }
                         if after == "lost" {
                             // The directory could not be entered: the session is not
                             // where it should be; the next load tries again.
@@ -646,7 +651,16 @@ impl BuildShell {
                 },
                 early: Vec::new(),
             });
-            self.sync_session().await?;
+            match &self.executor {
+                // A container starts with its image's variables: ask the shell.
+                Executor::Docker(_) => self.sync_session().await?,
+                // A local shell starts with exactly what `command` gave it.
+                Executor::Local { .. } => {
+                    let holds =
+                        Carried::initial(&local_base_env(), self.src_dir.as_os_str().as_bytes());
+                    self.hold(holds);
+                }
+            }
         }
         self.session
             .as_mut()
@@ -686,16 +700,25 @@ impl BuildShell {
             .ok()
             .and_then(|r| Carried::parse(&r, marker.as_bytes()))
         {
-            if !self.synced {
-                let mut start = holds.clone();
-                start.vars.extend(std::mem::take(&mut self.latest.vars));
-                start.pwd = std::mem::take(&mut self.latest.pwd);
-                self.latest = start;
-            }
-            session.held = holds;
+            self.hold(holds);
         }
         self.synced = true;
         Ok(())
+    }
+
+    /// Records what a new session holds; the first also fills in the build's starting
+    /// state: the shell's own variables with the build's environment over them.
+    fn hold(&mut self, holds: Carried) {
+        if !self.synced {
+            let mut start = holds.clone();
+            start.vars.extend(std::mem::take(&mut self.latest.vars));
+            start.pwd = std::mem::take(&mut self.latest.pwd);
+            self.latest = start;
+            self.synced = true;
+        }
+        if let Some(session) = self.session.as_mut() {
+            session.held = holds;
+        }
     }
 
     /// Kills everything the build runs: every session's process group (with what the
