@@ -13,8 +13,18 @@ pub struct Pattern {
 impl Pattern {
     /// Compiles `text`; the error says why it is not a valid glob.
     pub fn new(text: &str) -> Result<Pattern, String> {
+        Pattern::build(text, false)
+    }
+
+    /// Compiles `text` as a path glob: `*` stays within one `/`-separated part and `**`
+    /// crosses parts (branch, tag and file filters of pipeline triggers).
+    pub fn path(text: &str) -> Result<Pattern, String> {
+        Pattern::build(text, true)
+    }
+
+    fn build(text: &str, literal_separator: bool) -> Result<Pattern, String> {
         let glob = GlobBuilder::new(text)
-            .literal_separator(false)
+            .literal_separator(literal_separator)
             .backslash_escape(true)
             .build()
             .map_err(|e| format!("`{text}` is not a valid pattern: {}", e.kind()))?;

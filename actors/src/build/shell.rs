@@ -194,6 +194,21 @@ pub fn resolve_local_user(name: &str) -> Result<(u32, u32), String> {
     Ok((uid, gid))
 }
 
+/// Why a build shell's output ended before its command did, and what to check.
+fn shell_gone(shell: Shell, executor: &Executor) -> String {
+    match executor {
+        Executor::Docker(spec) => format!(
+            "the build shell `{}` ended unexpectedly; check that image `{}` has it (or set env.shell: sh)",
+            shell.program(),
+            spec.image
+        ),
+        Executor::Local { .. } => format!(
+            "the build shell `{}` ended unexpectedly; check that it is installed on the server",
+            shell.program()
+        ),
+    }
+}
+
 /// The whole environment a local build shell starts with.
 fn local_base_env() -> Vec<(String, String)> {
     let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
@@ -345,7 +360,7 @@ impl BuildShell {
                     if running_as_root() {
                         // The state directory follows the user a phase runs as.
                         self.state.admit(Occupant::User { uid, gid }).map_err(|e| {
-                            format!("cannot hand the state directory to uid {uid}: {e}")
+                            format!("cannot hand the build's state directory to uid {uid}: {e}; the data directory must be on a file system where the server (root) can change owners")
                         })?;
                         // std drops root's supplementary groups when it sets the uid.
                         cmd.uid(uid).gid(gid);
@@ -392,18 +407,20 @@ impl BuildShell {
         stop: &CancellationToken,
         deadline: tokio::time::Instant,
     ) -> (usize, CommandOutcome) {
+        let exec: Vec<bool> = commands
+            .iter()
+            .map(|c| carry::leaves_state_alone(c))
+            .collect();
         let mut first = 0;
         while first < commands.len() {
             let mut last = first;
-            while last + 1 < commands.len()
-                && last + 1 - first < MAX_BATCH
-                && carry::leaves_state_alone(&commands[last])
-            {
+            while last + 1 < commands.len() && last + 1 - first < MAX_BATCH && exec[last] {
                 last += 1;
             }
             match self
                 .run_batch(
                     &commands[first..=last],
+                    &exec[first..=last],
                     succeeding,
                     user,
                     first,
@@ -420,11 +437,13 @@ impl BuildShell {
         (commands.len().saturating_sub(1), CommandOutcome::Exit(0))
     }
 
-    /// Runs one batch (see [`BuildShell::run_list`]); indexes count from `offset`.
+    /// Runs one batch (see [`BuildShell::run_list`]); `exec[i]`: command `i` is a plain
+    /// program run; indexes count from `offset`.
     #[allow(clippy::too_many_arguments)]
     async fn run_batch(
         &mut self,
         batch: &[String],
+        exec: &[bool],
         succeeding: &str,
         user: Option<&str>,
         offset: usize,
@@ -434,8 +453,7 @@ impl BuildShell {
     ) -> (usize, CommandOutcome) {
         let mut ops = Vec::new();
         for (slot, command) in batch.iter().enumerate() {
-            let exec = carry::leaves_state_alone(command);
-            let script = Self::script(command, succeeding, exec);
+            let script = Self::script(command, succeeding, exec[slot]);
             if let Err(e) = self.state.write(&format!("c{slot}.sh"), script.as_bytes()) {
                 return (
                     offset + slot,
@@ -446,17 +464,6 @@ impl BuildShell {
             ops.extend_from_slice(format!("{op} {slot}\n").as_bytes());
         }
         let marker = format!("\u{1e}{} ", self.nonce);
-        let shell_gone = match &self.executor {
-            Executor::Docker(spec) => format!(
-                "the build shell `{}` ended unexpectedly; check that image `{}` has it (or set env.shell: sh)",
-                self.shell.program(),
-                spec.image
-            ),
-            Executor::Local { .. } => format!(
-                "the build shell `{}` ended unexpectedly; check that it is installed on the server",
-                self.shell.program()
-            ),
-        };
         if let Err(e) = self.session_for(user).await {
             return (offset, CommandOutcome::Fault(e));
         }
@@ -532,7 +539,7 @@ impl BuildShell {
                         slot += 1;
                         out(Output::Start(offset + slot));
                     }
-                    None => break CommandOutcome::Fault(shell_gone),
+                    None => break CommandOutcome::Fault(shell_gone(self.shell, &self.executor)),
                 },
                 _ = tokio::time::sleep_until(deadline) => break CommandOutcome::TimedOut,
                 _ = stop.cancelled() => break CommandOutcome::Stopped,
@@ -541,17 +548,9 @@ impl BuildShell {
         if !matches!(ended, CommandOutcome::Exit(_)) {
             // Timed out, stopped or broken: everything the build runs goes.
             self.kill_everything().await;
-        } else if !carry::leaves_state_alone(&batch[slot]) {
-            // (An `exec`ed command could not change the shell's state.) A report without
-            // its closing line (the trap did not finish, e.g. the command replaced the
-            // shell with `exec`) changes nothing.
-            let marker = format!("\u{1e}{} pwd ", self.nonce);
-            if let Some(left) = self
-                .state
-                .read_report()
-                .ok()
-                .and_then(|r| Carried::parse(&r, marker.as_bytes()))
-            {
+        } else if !exec[slot] {
+            // (An `exec`ed command could not change the shell's state.)
+            if let Some(left) = self.reported() {
                 self.latest = left;
             }
         }
@@ -688,22 +687,28 @@ impl BuildShell {
         .await;
         if waited != Ok(true) {
             self.kill_everything().await;
-            return Err(format!(
-                "the build shell `{}` did not start within 60 s",
-                self.shell.program()
-            ));
+            return Err(match waited {
+                Ok(_) => shell_gone(self.shell, &self.executor),
+                Err(_) => format!(
+                    "the build shell `{}` did not start within 60 s; check the Docker engine and the host's load",
+                    self.shell.program()
+                ),
+            });
         }
-        let marker = format!("\u{1e}{} pwd ", self.nonce);
-        if let Some(holds) = self
-            .state
-            .read_report()
-            .ok()
-            .and_then(|r| Carried::parse(&r, marker.as_bytes()))
-        {
+        if let Some(holds) = self.reported() {
             self.hold(holds);
         }
         self.synced = true;
         Ok(())
+    }
+
+    /// What the last report (a command's EXIT trap, or a new session) says the shell
+    /// holds. A report without its closing line (the trap did not finish, e.g. the command
+    /// replaced the shell with `exec`) says nothing.
+    fn reported(&self) -> Option<Carried> {
+        let marker = format!("\u{1e}{} pwd ", self.nonce);
+        let report = self.state.read_report().ok()?;
+        Carried::parse(&report, marker.as_bytes())
     }
 
     /// Records what a new session holds; the first also fills in the build's starting

@@ -6,10 +6,10 @@
 //! `docs`). A pipeline without triggers runs for pushes to the repository's default
 //! branch.
 
-use globset::{GlobBuilder, GlobMatcher};
 use serde::{Deserialize, Deserializer};
 
 use crate::config::checked_str;
+use crate::pattern::Pattern;
 
 /// One push trigger: branches (optionally narrowed by changed paths), or tags.
 #[derive(Debug, Clone, Default)]
@@ -25,10 +25,11 @@ pub struct Trigger {
 /// Include and exclude globs; an empty include list includes everything.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
-    /// A name must match one of these (when there are any).
-    pub include: Vec<PathGlob>,
+    /// A name must match one of these (when there are any); path globs
+    /// ([`Pattern::path`]).
+    pub include: Vec<Pattern>,
     /// A name matching one of these is out, whatever the includes say.
-    pub exclude: Vec<PathGlob>,
+    pub exclude: Vec<Pattern>,
 }
 
 impl Filter {
@@ -80,46 +81,19 @@ pub fn any_matches(
     triggers.iter().any(|t| t.matches(refname, changed))
 }
 
-/// A compiled path glob that keeps its text.
-#[derive(Debug, Clone)]
-pub struct PathGlob {
-    text: String,
-    matcher: GlobMatcher,
-}
-
-impl PathGlob {
-    /// Compiles `text`; the error says why it is not a valid glob.
-    pub fn new(text: &str) -> Result<PathGlob, String> {
-        if text.is_empty() || text.len() > 255 {
-            return Err(format!(
-                "`{text}` is not a usable pattern: write 1 to 255 characters"
-            ));
-        }
-        let glob = GlobBuilder::new(text)
-            .literal_separator(true)
-            .backslash_escape(true)
-            .build()
-            .map_err(|e| format!("`{text}` is not a valid pattern: {}", e.kind()))?;
-        Ok(PathGlob {
-            text: text.to_string(),
-            matcher: glob.compile_matcher(),
-        })
-    }
-
-    /// Whether `s` matches.
-    pub fn is_match(&self, s: &str) -> bool {
-        self.matcher.is_match(s)
-    }
-
-    /// The source text.
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-}
+/// A path glob as written in a filter (1 to 255 characters).
+struct PathGlob(Pattern);
 
 impl<'de> Deserialize<'de> for PathGlob {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        checked_str(d, |s| PathGlob::new(&s))
+        checked_str(d, |s| {
+            if s.is_empty() || s.len() > 255 {
+                return Err(format!(
+                    "`{s}` is not a usable pattern: write 1 to 255 characters"
+                ));
+            }
+            Pattern::path(&s).map(PathGlob)
+        })
     }
 }
 
@@ -145,8 +119,8 @@ impl<'de> Deserialize<'de> for Filter {
             ));
         }
         Ok(Filter {
-            include: raw.include,
-            exclude: raw.exclude,
+            include: raw.include.into_iter().map(|g| g.0).collect(),
+            exclude: raw.exclude.into_iter().map(|g| g.0).collect(),
         })
     }
 }
@@ -157,8 +131,8 @@ mod tests {
 
     fn filter(include: &[&str], exclude: &[&str]) -> Filter {
         Filter {
-            include: include.iter().map(|g| PathGlob::new(g).unwrap()).collect(),
-            exclude: exclude.iter().map(|g| PathGlob::new(g).unwrap()).collect(),
+            include: include.iter().map(|g| Pattern::path(g).unwrap()).collect(),
+            exclude: exclude.iter().map(|g| Pattern::path(g).unwrap()).collect(),
         }
     }
 
