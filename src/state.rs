@@ -66,6 +66,7 @@ impl ServerState {
                     .set_rules(config.rules.clone(), Arc::new(config.emails()));
                 self.runtime
                     .set_builds(config.builds.clone(), Arc::new(config.emails()));
+                self.runtime.set_people(config.people());
                 self.admin.replace(config);
                 self.metrics
                     .config_reloads_total

@@ -20,6 +20,13 @@ pub const IN_FLIGHT: usize = 8;
 #[rtype(result = "Result<Vec<i64>, String>")]
 pub struct Publish(pub Vec<NewEvent>);
 
+/// Events another actor stored inside its own transaction (so they are durable with
+/// the state change they describe): wake the consumers and followers, count them.
+/// Each entry is (id, source, type).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stored(pub Vec<(i64, String, String)>);
+
 /// Tells a consumer that new events are in the log.
 #[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
@@ -74,6 +81,24 @@ impl Handler<Subscribe> for EventBus {
     type Result = ();
     fn handle(&mut self, msg: Subscribe, _ctx: &mut Self::Context) {
         self.subscribers.push(msg.0);
+    }
+}
+
+impl Handler<Stored> for EventBus {
+    type Result = ();
+    fn handle(&mut self, msg: Stored, _ctx: &mut Self::Context) {
+        for (_, source, kind) in &msg.0 {
+            self.metrics
+                .events_total
+                .with_label_values(&[source, kind])
+                .inc();
+        }
+        for s in &self.subscribers {
+            let _ = s.try_send(EventsAvailable);
+        }
+        if let Some(last) = msg.0.iter().map(|(id, _, _)| *id).max() {
+            let _ = self.follow.send(last);
+        }
     }
 }
 

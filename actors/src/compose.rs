@@ -179,6 +179,56 @@ pub fn mail(event: &Event, server: &ServerInfo) -> (String, String) {
     }
 }
 
+/// The mail to an approver of a pipeline's approval action: what waits, and the exact
+/// commands that approve or reject it.
+pub fn approval_mail(
+    e: &crate::store::ExecutionRow,
+    stage: &str,
+    action: &str,
+    message: &str,
+    expires: f64,
+    server: &ServerInfo,
+) -> (String, String) {
+    let subject = format!(
+        "[slipway] approval needed: {} {stage}/{action} (execution {})",
+        e.pipeline, e.id
+    );
+    let expires = time::OffsetDateTime::from_unix_timestamp(expires as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "?".into());
+    let command = |verb: &str| {
+        format!(
+            "{} pipeline {verb} {} {} {stage} {action} --comment \"…\"",
+            server.ssh(),
+            e.pipeline,
+            e.id
+        )
+    };
+    let mut body = format!(
+        "Execution {} of pipeline {} waits for your approval in stage {stage}, action {action}.\n\n",
+        e.id, e.pipeline
+    );
+    if !message.is_empty() {
+        body.push_str(&format!("  {message}\n\n"));
+    }
+    body.push_str(&format!(
+        "  repository: {}\n  ref:        {}\n  commit:     {}\n  started by: {}\n  expires:    {expires} (then it fails)\n\nTo approve:\n  {}\n\nTo reject:\n  {}\n\nThe whole pipeline:\n  {} pipeline status {}\n",
+        e.repo,
+        e.refname.as_deref().unwrap_or("-"),
+        e.commit,
+        e.initiator,
+        command("approve"),
+        command("reject"),
+        server.ssh(),
+        e.pipeline,
+    ));
+    (subject, body)
+}
+
 /// The JSON body of the webhook about `event`: the event as `events --json` prints it.
 pub fn webhook_body(event: &Event) -> String {
     serde_json::to_string(event).unwrap_or_else(|_| "{}".into())

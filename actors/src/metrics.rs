@@ -38,6 +38,8 @@ pub struct RuntimeMetrics {
     pub push_to_build_start_seconds: Histogram,
     /// Guarded branches moved back after a failed build, by outcome.
     pub guard_rollbacks_total: IntCounterVec,
+    /// Pipeline executions ended, by status.
+    pub pipeline_executions_total: IntCounterVec,
 }
 
 impl RuntimeMetrics {
@@ -134,6 +136,11 @@ impl RuntimeMetrics {
                 long,
             ),
             push_to_build_start_seconds: push_to_start,
+            pipeline_executions_total: counter(
+                "slipway_pipeline_executions_total",
+                "Pipeline executions ended, by status (SUCCEEDED, FAILED, STOPPED, SUPERSEDED).",
+                &["status"],
+            ),
             guard_rollbacks_total: counter(
                 "slipway_guard_rollbacks_total",
                 "Guarded branches handled after a failed build, by outcome (moved-back, deleted, left-alone, error).",

@@ -20,6 +20,9 @@ use crate::config::settings::{BuildSettings, NotifySettings, WebhookSettings};
 use crate::failpoints::Failpoints;
 use crate::metrics::RuntimeMetrics;
 use crate::notify::{Channels, Mailer, Notifier};
+use crate::pipeline::advance::{People, SpecCache};
+use crate::pipeline::conductor::{Conductor, Outlets, SetPeople, Wake};
+use crate::pipeline::control::{ControlError, Outcome};
 use crate::reaper::{BranchReaper, Reap, RepoCatalog, SetSchedules, StaleBranch};
 use crate::rules::{RulesEngine, SetRules};
 use crate::secrets::MasterKey;
@@ -60,6 +63,9 @@ pub struct Runtime {
     rules: Addr<RulesEngine>,
     reaper: Addr<BranchReaper>,
     builder: Addr<Builder>,
+    conductor: Addr<Conductor>,
+    outlets: Outlets,
+    specs: Arc<SpecCache>,
     builds_dir: std::path::PathBuf,
     artifacts: ArtifactStore,
     follow: broadcast::Sender<i64>,
@@ -104,6 +110,9 @@ impl Runtime {
             Supervisor::start(move |_| BranchReaper::new(store, catalog, bus, metrics, failpoints))
         };
         let server_for_builds = deps.server.clone();
+        let server_for_pipelines = deps.server.clone();
+        let domain_for_pipelines = deps.message_domain.clone();
+        let notifier_for_pipelines = notifier.clone().recipient();
         let mail_for_builds = MailOut {
             notifier: notifier.clone().recipient(),
             domain: deps.message_domain.clone(),
@@ -145,13 +154,42 @@ impl Runtime {
                 )
             })
         };
+        let outlets = Outlets {
+            bus: bus.clone(),
+            notifier: notifier_for_pipelines,
+            builder: builder.clone(),
+            metrics: metrics.clone(),
+        };
+        let specs = Arc::new(SpecCache::default());
+        let conductor = {
+            let (store, catalog, outlets, specs) = (
+                deps.store.clone(),
+                deps.catalog.clone(),
+                outlets.clone(),
+                specs.clone(),
+            );
+            Supervisor::start(move |_| {
+                Conductor::new(
+                    store,
+                    catalog,
+                    outlets.clone(),
+                    server_for_pipelines.clone(),
+                    domain_for_pipelines.clone(),
+                    specs.clone(),
+                )
+            })
+        };
         bus.do_send(Subscribe(rules.clone().recipient()));
         bus.do_send(Subscribe(builder.clone().recipient()));
+        bus.do_send(Subscribe(conductor.clone().recipient()));
         Runtime {
             bus,
             rules,
             reaper,
             builder,
+            conductor,
+            outlets,
+            specs,
             builds_dir: deps.builds_dir,
             artifacts,
             follow,
@@ -188,6 +226,28 @@ impl Runtime {
             config: builds,
             emails,
         });
+    }
+
+    /// Puts new approvers' addresses and groups (access.yaml) in force.
+    pub fn set_people(&self, people: People) {
+        self.conductor.do_send(SetPeople(Arc::new(people)));
+    }
+
+    /// Parsed pipeline definitions, shared with the conductor.
+    pub fn pipeline_specs(&self) -> Arc<SpecCache> {
+        self.specs.clone()
+    }
+
+    /// Passes on what a pipeline command did (events, builds to stop) and lets the
+    /// conductor move the executions on.
+    pub fn pipeline_changed(
+        &self,
+        result: Result<Outcome, ControlError>,
+    ) -> Result<String, ControlError> {
+        let outcome = result?;
+        self.outlets.deliver(outcome.effects);
+        self.conductor.do_send(Wake);
+        Ok(outcome.message)
     }
 
     /// Reaps one repository now.

@@ -36,6 +36,11 @@ pub const KNOWN_ACTIONS: &[&str] = &[
     "build:stop",
     "param:read",
     "param:write",
+    "pipeline:approve",
+    "pipeline:stop",
+    "pipeline:retry",
+    "pipeline:rollback",
+    "pipeline:transition",
 ];
 
 /// Action families reserved for services that arrive later (builds, pipelines, …);

@@ -162,6 +162,22 @@ impl AdminConfig {
     }
 }
 
+impl AdminConfig {
+    /// Users' addresses and group members, for pipeline approvals.
+    pub fn people(&self) -> slipway_actors::pipeline::advance::People {
+        let mut groups: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for (name, u) in &self.access.users {
+            for g in &u.groups {
+                groups.entry(g.clone()).or_default().push(name.clone());
+            }
+        }
+        slipway_actors::pipeline::advance::People {
+            emails: self.emails(),
+            groups,
+        }
+    }
+}
+
 impl AdminState {
     /// Starts with `config`.
     pub fn new(config: AdminConfig) -> AdminState {

@@ -183,6 +183,7 @@ pub async fn run(ctx: &CommandContext<'_>, cmd: BuildCommand, out: Out<'_>) -> C
                     prev_commit: None,
                     event_id: None,
                     initiator: ctx.identity.user.clone(),
+                    plan: None,
                 })
                 .await
                 .map_err(|e| CommandError::internal("starting a build", e))?;

@@ -9,6 +9,7 @@ mod branch;
 mod build;
 mod events;
 mod param;
+mod pipeline;
 mod policy;
 mod repo;
 mod whoami;
@@ -153,6 +154,9 @@ enum Command {
     /// The parameter store (values for builds and webhook secrets).
     #[command(subcommand)]
     Param(param::ParamCommand),
+    /// Pipelines of pipeline.yml: status, approvals, stop, retry, rollback.
+    #[command(subcommand)]
+    Pipeline(pipeline::PipelineCommand),
 }
 
 /// A short, bounded label for metrics: the command word, or `unknown`.
@@ -167,6 +171,7 @@ pub fn metric_name(argv: &[String]) -> &'static str {
         Some("branch") => "branch",
         Some("build") => "build",
         Some("param") => "param",
+        Some("pipeline") => "pipeline",
         _ => "unknown",
     }
 }
@@ -209,6 +214,7 @@ pub async fn run(ctx: &CommandContext<'_>, argv: Vec<String>, out: Out<'_>, err:
         Command::Branch(cmd) => branch::run(ctx, cmd).await,
         Command::Build(cmd) => build::run(ctx, cmd, out).await,
         Command::Param(cmd) => param::run(ctx, cmd).await,
+        Command::Pipeline(cmd) => pipeline::run(ctx, cmd, out).await,
     };
     match result {
         Ok(text) => {

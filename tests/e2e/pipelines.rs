@@ -1,5 +1,7 @@
 //! Pipelines: `pipeline.yml` checked when it is pushed.
 
+use std::time::Duration;
+
 use crate::harness::*;
 
 /// A pushed `pipeline.yml` with a mistake is accepted as code, but the pusher sees the
@@ -54,4 +56,149 @@ fn an_invalid_pipeline_is_reported_to_the_pusher_and_recorded() {
     let events = s.ssh(&s.admin, "events --type invalid --json").ok().stdout;
     let v: serde_json::Value = serde_json::from_str(&events).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 1, "{events}");
+}
+
+// ---- running executions ----------------------------------------------------------
+
+/// `pipeline show ID --json` as the admin sees it.
+pub fn execution_json(s: &Server, id: i64) -> serde_json::Value {
+    let out = s
+        .ssh(&s.admin, &format!("pipeline show {id} --json"))
+        .ok()
+        .stdout;
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// Waits until execution `id` has `status`; answers its JSON.
+pub fn wait_execution(s: &Server, id: i64, status: &str) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let ended = eventually(Duration::from_secs(60), || {
+        last = execution_json(s, id);
+        let now = last["execution"]["status"].as_str().unwrap_or("");
+        now == status || !matches!(now, "IN_PROGRESS" | "STOPPING")
+    });
+    assert!(
+        ended && last["execution"]["status"] == status,
+        "execution {id} never reached {status}: {last:#}\n{}",
+        s.log_text()
+    );
+    last
+}
+
+/// The ids of `pipeline`'s executions, oldest first.
+pub fn execution_ids(s: &Server, pipeline: &str) -> Vec<i64> {
+    let out = s
+        .ssh(&s.admin, &format!("pipeline executions {pipeline} --json"))
+        .ok()
+        .stdout;
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut ids: Vec<i64> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Waits until `pipeline` has `n` executions; answers their ids, oldest first.
+pub fn wait_executions(s: &Server, pipeline: &str, n: usize) -> Vec<i64> {
+    let mut ids = Vec::new();
+    let ok = eventually(Duration::from_secs(30), || {
+        let known = s
+            .ssh(&s.admin, "pipeline list --json")
+            .ok()
+            .stdout
+            .contains(&format!("\"{pipeline}\""));
+        if known {
+            ids = execution_ids(s, pipeline);
+        }
+        ids.len() >= n
+    });
+    assert!(
+        ok,
+        "{pipeline} never had {n} executions: {ids:?}\n{}",
+        s.log_text()
+    );
+    ids
+}
+
+/// The action `name` of an execution's JSON.
+pub fn action<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    v["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap_or_else(|| panic!("no action {name}: {v:#}"))
+}
+
+const COMPILE: &str = r#"version: 0.2
+env:
+  exported-variables: [TAG]
+phases:
+  build:
+    commands:
+      - echo "$GREETING" > app.txt
+      - export TAG="v-$(tr ' ' '-' < app.txt)"
+artifacts:
+  files: ['**/*']
+"#;
+
+const CHECK: &str = r#"version: 0.2
+phases:
+  build:
+    commands:
+      - test "$(cat app.txt)" = "hi main"
+      - test "$TAG" = "v-hi-main"
+      - test -f "$CODEBUILD_SRC_DIR_source/buildspec.yml"
+      - test ! -e "$CODEBUILD_SRC_DIR_source/app.txt"
+"#;
+
+/// A push runs the stages in order: the build's artifact is the next stage's source
+/// directory, the pushed tree is there too, variables flow through `#{…}`, and the
+/// status drawing shows every stage with its actions.
+#[test]
+fn a_push_runs_the_stages_with_artifacts_and_variables() {
+    let s = Server::start();
+    let work = s.local_repo(&s.alice, "w");
+    commit_file(&s, &s.alice, &work, "buildspec.yml", COMPILE, "compile");
+    commit_file(&s, &s.alice, &work, "ci/check.yml", CHECK, "check");
+    let pipeline = r##"name: web
+stages:
+  - name: build
+    actions:
+      - name: compile
+        build: { env: { GREETING: "hi #{source.BranchName}" } }
+        outputs: [app]
+        namespace: B
+  - name: test
+    actions:
+      - { name: check, build: { buildspec: ci/check.yml, env: { TAG: "#{B.TAG}" } }, inputs: [app, source] }
+"##;
+    commit_file(&s, &s.alice, &work, "pipeline.yml", pipeline, "pipeline");
+    s.git(&s.alice, &work, &["push", &s.url("app-p"), "main"])
+        .ok();
+    let ids = wait_executions(&s, "web", 1);
+    let done = wait_execution(&s, ids[0], "SUCCEEDED");
+    let stages: Vec<&str> = done["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|st| st["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["SUCCEEDED", "SUCCEEDED"], "{done:#}");
+    assert_eq!(done["execution"]["variables"]["B"]["TAG"], "v-hi-main");
+    let status = s.ssh(&s.alice, "pipeline status web").ok().stdout;
+    assert!(
+        status.contains("[build]") && status.contains("[test]"),
+        "{status}"
+    );
+    assert!(status.contains("compile SUCCEEDED"), "{status}");
+    assert!(status.contains("check SUCCEEDED"), "{status}");
+    // Bob may read the repository, so he sees it; mallory's key is unknown.
+    s.ssh(&s.bob, "pipeline status web").ok().says("[test]");
+    let list = s.ssh(&s.alice, "pipeline list").ok().stdout;
+    assert!(list.contains("web") && list.contains("SUCCEEDED"), "{list}");
 }

@@ -16,7 +16,7 @@ use actix::prelude::*;
 use tokio_util::sync::CancellationToken;
 
 use super::artifacts::{package, ArtifactStore};
-use super::checkout::{checkout, read_file};
+use super::checkout::read_file;
 use super::engine::{run_build, BuildContext, BuildStatus, LogSink, PhaseReport};
 use super::shell::{BuildShell, DockerSpec, Executor};
 use super::spec::{parse_buildspec, BuildSpec};
@@ -68,6 +68,11 @@ pub struct MailOut {
 #[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
 struct Kick;
+
+/// Builds were queued elsewhere (a pipeline's action): start what can start.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct QueueChanged;
 
 /// The builder actor.
 pub struct Builder {
@@ -263,6 +268,7 @@ impl Builder {
                     prev_commit: ev.detail["old"].as_str().map(str::to_string),
                     event_id: Some(e.id),
                     initiator: ev.actor.clone().unwrap_or_else(|| "push".into()),
+                    plan: None,
                 };
                 if store
                     .build_queue(&request)
@@ -632,26 +638,36 @@ async fn run_one(
         build.refname.as_deref().unwrap_or("-"),
         build.commit
     ));
+    if let Some(p) = &build.plan {
+        log.line(&format!(
+            "[slipway] For pipeline {} execution {}, stage {}, action {}",
+            p.pipeline, p.execution, p.stage, p.action
+        ));
+    }
     log.line("[slipway] Entering phase DOWNLOAD_SOURCE");
     let src = dir.join("src");
-    let (rp, commit, s2) = (repo_path.clone(), build.commit.clone(), src.clone());
-    let prepared = tokio::task::spawn_blocking(move || -> Result<String, String> {
-        let text = read_file(&rp, &commit, "buildspec.yml")?
-            .ok_or_else(|| format!("there is no buildspec.yml in commit {commit}"))?;
-        checkout(&rp, &commit, &s2)?;
-        String::from_utf8(text).map_err(|_| "buildspec.yml is not UTF-8 text".to_string())
+    let (rp, commit, s2, d2, plan, arts) = (
+        repo_path.clone(),
+        build.commit.clone(),
+        src.clone(),
+        dir.clone(),
+        build.plan.clone(),
+        artifacts.clone(),
+    );
+    let prepared = tokio::task::spawn_blocking(move || {
+        super::inputs::prepare(&rp, &commit, plan.as_ref(), &d2, &s2, &arts)
     })
     .await
     .unwrap_or_else(|e| Err(format!("checkout task failed: {e}")));
-    let text = match prepared {
-        Ok(t) => t,
+    let prepared = match prepared {
+        Ok(p) => p,
         Err(e) => {
             log.line(&format!("[slipway] DOWNLOAD_SOURCE failed: {e}"));
             source_failed(e).await;
             return;
         }
     };
-    let spec = match parse_buildspec("buildspec.yml", &text) {
+    let spec = match parse_buildspec(&prepared.buildspec, &prepared.text) {
         Ok(s) => s,
         Err(e) => {
             log.line(&format!("[slipway] {e}"));
@@ -754,9 +770,24 @@ async fn run_one(
         env.push((format!("CODEBUILD_{name}"), value.clone()));
         env.push((format!("SLIPWAY_{name}"), value));
     }
+    for (suffix, path) in &prepared.secondary {
+        env.push((
+            format!("CODEBUILD_SRC_DIR_{suffix}"),
+            path.display().to_string(),
+        ));
+    }
     let home = dir.join("home");
     let state_dir = dir.join("state");
     env.push(("HOME".into(), home.display().to_string()));
+    // A pipeline action's variables win over everything but secrets (as start-build
+    // overrides do in CodeBuild).
+    if let Some(p) = &build.plan {
+        env.extend(p.env.iter().cloned());
+    }
+    let workspace: Vec<PathBuf> = [src.clone(), home.clone()]
+        .into_iter()
+        .chain(prepared.secondary.iter().map(|(_, p)| p.clone()))
+        .collect();
     let _ = std::fs::create_dir_all(&home);
     let _ = std::fs::create_dir_all(&state_dir);
     let executor = match &settings.executor {
@@ -785,8 +816,8 @@ async fn run_one(
                 return;
             }
             if let Some((uid, gid)) = run_as {
-                let owned = [&src, &home]
-                    .into_iter()
+                let owned = workspace
+                    .iter()
                     .try_for_each(|p| super::shell::chown_tree(p, uid, gid));
                 if let Err(e) = owned {
                     log.line(&format!(
@@ -803,7 +834,7 @@ async fn run_one(
             // The container's users are not host users: the workspace is open to all of
             // them, and the build's directory is closed to everyone else on the host.
             let opened = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-                .and_then(|()| [&src, &home].into_iter().try_for_each(|p| open_tree(p)));
+                .and_then(|()| workspace.iter().try_for_each(|p| open_tree(p)));
             if let Err(e) = opened {
                 log.line(&format!("[slipway] cannot prepare the workspace: {e}"));
                 fail_early(BuildStatus::Fault, e.to_string()).await;
@@ -816,7 +847,7 @@ async fn run_one(
             Executor::Docker(DockerSpec {
                 image: image.clone(),
                 container,
-                mounts: vec![src.clone(), home.clone()],
+                mounts: workspace.clone(),
             })
         }
     };
@@ -1162,6 +1193,13 @@ impl Handler<SetBuilds> for Builder {
 impl Handler<Kick> for Builder {
     type Result = ();
     fn handle(&mut self, _msg: Kick, ctx: &mut Self::Context) {
+        self.kick(ctx);
+    }
+}
+
+impl Handler<QueueChanged> for Builder {
+    type Result = ();
+    fn handle(&mut self, _msg: QueueChanged, ctx: &mut Self::Context) {
         self.kick(ctx);
     }
 }

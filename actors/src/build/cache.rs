@@ -171,7 +171,7 @@ pub fn restore(
     };
     let failed = |e: String| format!("cache of branch `{}` not restored: {e}", row.branch);
     let zip = artifacts.get(&row.sha256).map_err(failed)?;
-    let (files, size) = unpack(&zip, src, owner, MAX_CACHE_BYTES).map_err(failed)?;
+    let (files, size) = unpack(&zip, src, owner, MAX_CACHE_BYTES, "the cache").map_err(failed)?;
     Ok(Some(CacheRestored {
         from_branch: row.branch.clone(),
         files,
@@ -402,29 +402,42 @@ enum Item {
     Link(Vec<String>, String),
 }
 
+/// Unpacks a build artifact's zip into `dest` (with the checks a cache gets: no entry
+/// or link leaves `dest`, at most [`MAX_CACHE_BYTES`]); returns (entries, bytes).
+pub fn unpack_artifact(zip: &[u8], dest: &Path, name: &str) -> Result<(usize, u64), String> {
+    unpack(
+        zip,
+        dest,
+        None,
+        MAX_CACHE_BYTES,
+        &format!("artifact `{name}`"),
+    )
+}
+
 /// Unpacks `zip` into `src`; returns (entries, bytes).
 fn unpack(
     zip: &[u8],
     src: &Path,
     owner: Option<(u32, u32)>,
     cap: u64,
+    what: &str,
 ) -> Result<(usize, u64), String> {
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip))
-        .map_err(|e| format!("the cache is not a readable zip: {e}"))?;
+        .map_err(|e| format!("{what} is not a readable zip: {e}"))?;
     // Check everything before writing anything.
     let mut items = Vec::with_capacity(archive.len());
     let mut declared = 0u64;
     for i in 0..archive.len() {
         let mut entry = archive
             .by_index(i)
-            .map_err(|e| format!("the cache is damaged: {e}"))?;
+            .map_err(|e| format!("{what} is damaged: {e}"))?;
         let name = entry
             .name()
-            .map_err(|e| format!("the cache is damaged: {e}"))?
+            .map_err(|e| format!("{what} is damaged: {e}"))?
             .into_owned();
         let Some(parts) = safe_parts(&name) else {
             return Err(format!(
-                "the cache has an entry `{}` that escapes the source directory; refused",
+                "{what} has an entry `{}` that escapes the source directory; refused",
                 name.escape_default()
             ));
         };
@@ -435,10 +448,10 @@ fn unpack(
             (&mut entry)
                 .take(MAX_LINK_TARGET as u64 + 1)
                 .read_to_string(&mut target)
-                .map_err(|e| format!("the cache is damaged ({name}): {e}"))?;
+                .map_err(|e| format!("{what} is damaged ({name}): {e}"))?;
             if !link_stays_inside(Path::new(&name), Path::new(&target)) {
                 return Err(format!(
-                    "the cache has a link `{name}` that leaves the source directory; refused"
+                    "{what} has a link `{name}` that leaves the source directory; refused"
                 ));
             }
             items.push(Item::Link(parts, target));
@@ -449,7 +462,7 @@ fn unpack(
     }
     if declared > cap {
         return Err(format!(
-            "the cache holds more than the {} limit; refused",
+            "{what} holds more than the {} limit; refused",
             human(cap)
         ));
     }
@@ -487,14 +500,14 @@ fn unpack(
                 );
                 let mut entry = archive
                     .by_index(i)
-                    .map_err(|e| format!("the cache is damaged: {e}"))?;
+                    .map_err(|e| format!("{what} is damaged: {e}"))?;
                 let mode = entry.unix_mode().map(|m| m & 0o777).unwrap_or(0o644);
                 let copied = std::io::copy(&mut (&mut entry).take(cap - size + 1), &mut file)
                     .map_err(|e| format!("cannot restore {shown}: {e}"))?;
                 size += copied;
                 if size > cap {
                     return Err(format!(
-                        "the cache holds more than the {} limit; refused",
+                        "{what} holds more than the {} limit; refused",
                         human(cap)
                     ));
                 }
@@ -1126,7 +1139,7 @@ mod tests {
         assert!(err.contains("limit"), "{err}");
         let packed = pack(&src, &paths, 20).unwrap();
         let dst = e.fresh("dst");
-        let err = unpack(&packed.zip, &dst, None, 19).unwrap_err();
+        let err = unpack(&packed.zip, &dst, None, 19, "the cache").unwrap_err();
         assert!(err.contains("limit"), "{err}");
     }
 

@@ -22,6 +22,7 @@ pub mod carry;
 pub mod checkout;
 pub mod engine;
 pub mod guard;
+pub mod inputs;
 pub mod reports;
 pub mod shell;
 pub mod spec;

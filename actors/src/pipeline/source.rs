@@ -37,6 +37,8 @@ pub struct Source {
     /// `CommitId`, `BranchName` (or `TagName`), `CommitMessage`, `AuthorName`,
     /// `AuthorEmail`, `AuthorDate` (RFC 3339), `RepositoryName`.
     pub variables: BTreeMap<String, String>,
+    /// The `pipeline.yml` text (what the execution runs).
+    pub definition: String,
 }
 
 /// Decides what a push of `refname` from `old` (all zeros: created) to `new` in the
@@ -51,10 +53,10 @@ pub fn for_push(
     let repo = gix::open(repo).map_err(|e| format!("cannot open the repository: {e}"))?;
     let commit = peel(&repo, new)?;
     let new_id = commit.id;
-    let spec = match definition(&commit)? {
+    let (spec, text) = match definition(&commit)? {
         None => return Ok(PushOutcome::NoPipeline),
         Some(Err(e)) => return Ok(PushOutcome::Invalid(e)),
-        Some(Ok(spec)) => spec,
+        Some(Ok(found)) => found,
     };
     let default_branch = repo
         .head_name()
@@ -107,6 +109,7 @@ pub fn for_push(
             commit: new_id.to_string(),
             refname: refname.to_string(),
             variables,
+            definition: text,
         },
     ))
 }
@@ -119,12 +122,13 @@ pub fn load(
 ) -> Result<Option<Result<PipelineSpec, ConfigError>>, String> {
     let repo = gix::open(repo).map_err(|e| format!("cannot open the repository: {e}"))?;
     let commit = peel(&repo, commit)?;
-    definition(&commit)
+    Ok(definition(&commit)?.map(|found| found.map(|(spec, _)| spec)))
 }
 
-fn definition(
-    commit: &gix::Commit<'_>,
-) -> Result<Option<Result<PipelineSpec, ConfigError>>, String> {
+/// The commit's `pipeline.yml`, parsed, with its text.
+type Definition = Result<(PipelineSpec, String), ConfigError>;
+
+fn definition(commit: &gix::Commit<'_>) -> Result<Option<Definition>, String> {
     let id = commit.id;
     let tree = commit.tree().map_err(|e| format!("commit {id}: {e}"))?;
     let Some(entry) = tree
@@ -147,7 +151,7 @@ fn definition(
         .data
         .clone();
     Ok(Some(match String::from_utf8(data) {
-        Ok(text) => parse_pipeline(PIPELINE_FILE, &text),
+        Ok(text) => parse_pipeline(PIPELINE_FILE, &text).map(|spec| (spec, text)),
         Err(_) => Err(ConfigError::at(
             PIPELINE_FILE,
             1,

@@ -17,6 +17,8 @@ pub enum AuditKind {
     RefUpdate,
     /// A change to the admin configuration.
     Config,
+    /// A decision on a pipeline: an approval, a stop, a retry, a rollback, a transition.
+    Pipeline,
 }
 
 impl AuditKind {
@@ -26,6 +28,7 @@ impl AuditKind {
             AuditKind::Command => "command",
             AuditKind::RefUpdate => "ref-update",
             AuditKind::Config => "config",
+            AuditKind::Pipeline => "pipeline",
         }
     }
 }
@@ -37,7 +40,7 @@ pub struct AuditEntry {
     pub id: i64,
     /// RFC 3339 UTC timestamp, assigned on insert.
     pub time: String,
-    /// `auth`, `command`, `ref-update` or `config`.
+    /// `auth`, `command`, `ref-update`, `config` or `pipeline`.
     pub kind: String,
     /// The user, when known.
     pub user: Option<String>,
@@ -92,24 +95,7 @@ impl Store {
     /// Appends one audit line and returns its id.
     pub fn audit(&self, entry: &AuditEntry) -> Result<i64, StoreError> {
         let conn = self.lock();
-        conn.execute(
-            "INSERT INTO audit (time, kind, user, key_fp, peer, repo, refname, action, old_id, new_id, result, statement, detail)
-             VALUES (strftime('%Y-%m-%dT%H:%M:%fZ','now'), ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            rusqlite::params![
-                entry.kind,
-                entry.user,
-                entry.key_fp,
-                entry.peer,
-                entry.repo,
-                entry.refname,
-                entry.action,
-                entry.old_id,
-                entry.new_id,
-                entry.result,
-                entry.statement,
-                entry.detail
-            ],
-        )?;
+        insert_in(&conn, entry)?;
         Ok(conn.last_insert_rowid())
     }
 
@@ -163,4 +149,27 @@ impl Store {
         out.reverse();
         Ok(out)
     }
+}
+
+/// Writes an audit line on `conn` (inside a caller's transaction, or not).
+pub(super) fn insert_in(conn: &rusqlite::Connection, entry: &AuditEntry) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO audit (time, kind, user, key_fp, peer, repo, refname, action, old_id, new_id, result, statement, detail)
+         VALUES (strftime('%Y-%m-%dT%H:%M:%fZ','now'), ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        rusqlite::params![
+            entry.kind,
+            entry.user,
+            entry.key_fp,
+            entry.peer,
+            entry.repo,
+            entry.refname,
+            entry.action,
+            entry.old_id,
+            entry.new_id,
+            entry.result,
+            entry.statement,
+            entry.detail
+        ],
+    )?;
+    Ok(())
 }

@@ -1,6 +1,6 @@
 //! Build records: queued, running and finished builds.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{now, Store, StoreError};
 
@@ -40,6 +40,57 @@ pub struct BuildRow {
     pub event_id: Option<i64>,
     /// Test report summaries (JSON list), from the buildspec's `reports`.
     pub reports: serde_json::Value,
+    /// What a pipeline action asked for (none for other builds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<BuildPlan>,
+}
+
+/// A build a pipeline's action asks for: which buildspec, in which artifacts, with
+/// which extra variables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildPlan {
+    /// The pipeline.
+    pub pipeline: String,
+    /// The execution id.
+    pub execution: i64,
+    /// The stage's name.
+    pub stage: String,
+    /// The action's name.
+    pub action: String,
+    /// The buildspec's path in the first input.
+    pub buildspec: String,
+    /// Variables set on top of the buildspec's (values already substituted).
+    pub env: Vec<(String, String)>,
+    /// The input artifacts; the first is the source directory.
+    pub inputs: Vec<PlanInput>,
+}
+
+/// One input artifact of a pipeline build.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanInput {
+    /// The artifact's name in the pipeline.
+    pub name: String,
+    /// Where its files come from.
+    #[serde(flatten)]
+    pub from: ArtifactRef,
+}
+
+/// Where an artifact's files are: a commit's tree (`source`) or a build's zip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ArtifactRef {
+    /// The tree of a commit of the pipeline's repository.
+    Commit {
+        /// The commit id.
+        commit: String,
+    },
+    /// A sealed zip made by a build.
+    Zip {
+        /// The blob's name.
+        sha256: String,
+        /// The build that made it.
+        build_id: i64,
+    },
 }
 
 /// A build to queue.
@@ -57,9 +108,11 @@ pub struct NewBuild {
     pub event_id: Option<i64>,
     /// Who or what started it.
     pub initiator: String,
+    /// What a pipeline action asks for.
+    pub plan: Option<BuildPlan>,
 }
 
-const COLUMNS: &str = "id, repo, number, commit_id, refname, prev_id, initiator, status, phases, exported, queued, started, ended, detail, event_id, reports";
+const COLUMNS: &str = "id, repo, number, commit_id, refname, prev_id, initiator, status, phases, exported, queued, started, ended, detail, event_id, reports, plan";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
     let phases: String = r.get(8)?;
@@ -81,6 +134,9 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
         detail: r.get(13)?,
         event_id: r.get(14)?,
         reports: serde_json::from_str(&r.get::<_, String>(15)?).unwrap_or_default(),
+        plan: r
+            .get::<_, Option<String>>(16)?
+            .and_then(|p| serde_json::from_str(&p).ok()),
     })
 }
 
@@ -90,45 +146,14 @@ impl Store {
     pub fn build_queue(&self, request: &NewBuild) -> Result<Option<BuildRow>, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let number: i64 = tx.query_row(
-            "SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE repo = ?1",
-            [&request.repo],
-            |r| r.get(0),
-        )?;
-        let inserted = tx.execute(
-            "INSERT OR IGNORE INTO builds (repo, number, commit_id, refname, prev_id, event_id, initiator, status, queued)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'QUEUED', ?8)",
-            rusqlite::params![
-                request.repo,
-                number,
-                request.commit,
-                request.refname,
-                request.prev_commit,
-                request.event_id,
-                request.initiator,
-                now()
-            ],
-        )?;
-        if inserted == 0 {
-            return Ok(None);
-        }
-        let id = tx.last_insert_rowid();
-        let build = tx.query_row(
-            &format!("SELECT {COLUMNS} FROM builds WHERE id = ?1"),
-            [id],
-            row,
-        )?;
+        let build = queue_build(&tx, request)?;
         tx.commit()?;
-        Ok(Some(build))
+        Ok(build)
     }
 
     /// One build.
     pub fn build(&self, id: i64) -> Result<Option<BuildRow>, StoreError> {
-        let conn = self.lock();
-        let mut stmt =
-            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM builds WHERE id = ?1"))?;
-        let mut rows = stmt.query_map([id], row)?;
-        Ok(rows.next().transpose()?)
+        build_in(&self.lock(), id)
     }
 
     /// Builds with `status`, oldest first.
@@ -197,6 +222,73 @@ impl Store {
     }
 }
 
+/// Queues a build inside `tx` (see [`Store::build_queue`]).
+pub(super) fn queue_build(
+    tx: &rusqlite::Transaction<'_>,
+    request: &NewBuild,
+) -> Result<Option<BuildRow>, StoreError> {
+    let number: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE repo = ?1",
+        [&request.repo],
+        |r| r.get(0),
+    )?;
+    let plan = match &request.plan {
+        Some(p) => Some(serde_json::to_string(p).map_err(|e| StoreError::Encode(e.to_string()))?),
+        None => None,
+    };
+    let inserted = tx.execute(
+        "INSERT OR IGNORE INTO builds (repo, number, commit_id, refname, prev_id, event_id, initiator, status, queued, plan)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'QUEUED', ?8, ?9)",
+        rusqlite::params![
+            request.repo,
+            number,
+            request.commit,
+            request.refname,
+            request.prev_commit,
+            request.event_id,
+            request.initiator,
+            now(),
+            plan
+        ],
+    )?;
+    if inserted == 0 {
+        return Ok(None);
+    }
+    let id = tx.last_insert_rowid();
+    Ok(Some(
+        build_in(tx, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?,
+    ))
+}
+
+/// One build, read inside a transaction.
+pub(super) fn build_in(
+    conn: &rusqlite::Connection,
+    id: i64,
+) -> Result<Option<BuildRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM builds WHERE id = ?1"))?;
+    let mut rows = stmt.query_map([id], row)?;
+    Ok(rows.next().transpose()?)
+}
+
+/// The artifacts of a build, read inside a transaction.
+pub(super) fn artifacts_in(
+    conn: &rusqlite::Connection,
+    build_id: i64,
+) -> Result<Vec<ArtifactRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, sha256, size, files FROM artifacts WHERE build_id = ?1 ORDER BY name",
+    )?;
+    let rows = stmt.query_map([build_id], |r| {
+        Ok(ArtifactRow {
+            name: r.get(0)?,
+            sha256: r.get(1)?,
+            size: r.get(2)?,
+            files: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
 /// One stored artifact of a build.
 #[derive(Debug, Clone, Serialize)]
 pub struct ArtifactRow {
@@ -223,18 +315,6 @@ impl Store {
 
     /// The artifacts of build `build_id`.
     pub fn artifacts(&self, build_id: i64) -> Result<Vec<ArtifactRow>, StoreError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT name, sha256, size, files FROM artifacts WHERE build_id = ?1 ORDER BY name",
-        )?;
-        let rows = stmt.query_map([build_id], |r| {
-            Ok(ArtifactRow {
-                name: r.get(0)?,
-                sha256: r.get(1)?,
-                size: r.get(2)?,
-                files: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        artifacts_in(&self.lock(), build_id)
     }
 }

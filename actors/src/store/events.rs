@@ -52,30 +52,37 @@ pub struct EventFilter {
     pub limit: usize,
 }
 
+/// Appends `events` inside a transaction; returns their ids.
+pub(super) fn insert_in(
+    conn: &rusqlite::Connection,
+    events: &[NewEvent],
+) -> Result<Vec<i64>, StoreError> {
+    let mut ids = Vec::with_capacity(events.len());
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO events (time, source, type, actor, repo, refname, state, detail)
+         VALUES (strftime('%Y-%m-%dT%H:%M:%fZ','now'), ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for e in events {
+        stmt.execute(rusqlite::params![
+            e.source,
+            e.kind,
+            e.actor,
+            e.repo,
+            e.refname,
+            e.state,
+            e.detail.to_string()
+        ])?;
+        ids.push(conn.last_insert_rowid());
+    }
+    Ok(ids)
+}
+
 impl Store {
     /// Appends `events` in one transaction and returns their ids, in order.
     pub fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<i64>, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let mut ids = Vec::with_capacity(events.len());
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO events (time, source, type, actor, repo, refname, state, detail)
-                 VALUES (strftime('%Y-%m-%dT%H:%M:%fZ','now'), ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            for e in events {
-                stmt.execute(rusqlite::params![
-                    e.source,
-                    e.kind,
-                    e.actor,
-                    e.repo,
-                    e.refname,
-                    e.state,
-                    e.detail.to_string()
-                ])?;
-                ids.push(tx.last_insert_rowid());
-            }
-        }
+        let ids = insert_in(&tx, events)?;
         tx.commit()?;
         Ok(ids)
     }

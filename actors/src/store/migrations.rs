@@ -146,6 +146,80 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ALTER TABLE builds ADD COLUMN reports TEXT NOT NULL DEFAULT '[]';
     "#,
     ),
+    (
+        6,
+        r#"
+    -- What a pipeline's build action asks of the builder (JSON: buildspec path, inputs,
+    -- extra environment, the execution it belongs to); NULL for other builds.
+    ALTER TABLE builds ADD COLUMN plan TEXT;
+    -- Which repository owns each pipeline name (the first to push it).
+    CREATE TABLE pipelines (
+        name    TEXT PRIMARY KEY,
+        repo    TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE TABLE pipeline_executions (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        pipeline    TEXT    NOT NULL,
+        repo        TEXT    NOT NULL,
+        commit_id   TEXT    NOT NULL,
+        refname     TEXT,
+        event_id    INTEGER UNIQUE,         -- the push that started it (at most one execution each)
+        trigger     TEXT    NOT NULL,       -- push | manual-rollback | automated-rollback
+        initiator   TEXT    NOT NULL,
+        kind        TEXT    NOT NULL,       -- STANDARD | ROLLBACK
+        rollback_of INTEGER,                -- a rollback's target execution
+        mode        TEXT    NOT NULL,       -- superseded | queued | parallel
+        definition  TEXT    NOT NULL,       -- pipeline.yml as it was at the commit
+        status      TEXT    NOT NULL,       -- IN_PROGRESS | STOPPING | STOPPED | SUCCEEDED | FAILED | SUPERSEDED
+        stage       INTEGER NOT NULL,       -- the stage it is in or waits to enter
+        entered     INTEGER NOT NULL,       -- 0: waiting to enter `stage`; 1: in it
+        only_stage  INTEGER,                -- a rollback runs just this stage
+        variables   TEXT    NOT NULL,       -- JSON {namespace: {name: value}}
+        artifacts   TEXT    NOT NULL,       -- JSON {name: {commit} | {sha256, build_id}}
+        created     REAL    NOT NULL,
+        ended       REAL,
+        reason      TEXT
+    );
+    CREATE INDEX pipeline_executions_status ON pipeline_executions(status, pipeline);
+    CREATE INDEX pipeline_executions_pipeline ON pipeline_executions(pipeline, id);
+    CREATE TABLE pipeline_stages (
+        execution_id INTEGER NOT NULL REFERENCES pipeline_executions(id),
+        idx          INTEGER NOT NULL,
+        name         TEXT    NOT NULL,
+        attempt      INTEGER NOT NULL,
+        status       TEXT    NOT NULL,      -- IN_PROGRESS | STOPPING | STOPPED | SUCCEEDED | FAILED
+        started      REAL    NOT NULL,
+        ended        REAL,
+        reason       TEXT,
+        PRIMARY KEY (execution_id, idx)
+    );
+    CREATE TABLE pipeline_actions (
+        execution_id INTEGER NOT NULL REFERENCES pipeline_executions(id),
+        stage        INTEGER NOT NULL,
+        name         TEXT    NOT NULL,
+        kind         TEXT    NOT NULL,      -- build | approval | deploy
+        run_order    INTEGER NOT NULL,
+        attempt      INTEGER NOT NULL,
+        status       TEXT    NOT NULL,      -- PENDING | IN_PROGRESS | SUCCEEDED | FAILED | ABANDONED
+        build_id     INTEGER,
+        started      REAL,
+        ended        REAL,
+        reason       TEXT,
+        detail       TEXT    NOT NULL DEFAULT '{}',   -- approvals: approvers, message, expires, decision
+        PRIMARY KEY (execution_id, stage, name)
+    );
+    -- A row is a disabled transition (into `stage` of `pipeline`).
+    CREATE TABLE pipeline_transitions (
+        pipeline TEXT NOT NULL,
+        stage    TEXT NOT NULL,
+        reason   TEXT NOT NULL,
+        by_user  TEXT NOT NULL,
+        time     REAL NOT NULL,
+        PRIMARY KEY (pipeline, stage)
+    );
+    "#,
+    ),
 ];
 
 pub(super) fn apply(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {

@@ -12,16 +12,20 @@ mod events;
 mod migrations;
 mod outbox;
 mod params;
+mod pipelines;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use audit::{AuditEntry, AuditFilter, AuditKind};
-pub use builds::{ArtifactRow, BuildRow, NewBuild};
+pub use builds::{ArtifactRef, ArtifactRow, BuildPlan, BuildRow, NewBuild, PlanInput};
 pub use cache::CacheRow;
 pub use events::{Event, EventFilter, NewEvent};
 pub use outbox::{Delivery, NewDelivery, OutboxStats};
 pub use params::ParamRow;
+pub use pipelines::{
+    ActionRow, ExecutionRow, NewExecution, PipelineRow, PipelineTx, StageRow, TransitionRow,
+};
 
 /// What can go wrong talking to the database.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,9 @@ pub enum StoreError {
         /// Newest version this build knows.
         known: i64,
     },
+    /// A value could not be encoded for storage.
+    #[error("cannot encode a value for the database: {0}")]
+    Encode(String),
     /// Any other sqlite failure.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),

@@ -197,7 +197,7 @@ fn row_to_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
 }
 
 /// Inserts `deliveries` in `tx`, each with a fresh stable Message-ID.
-fn insert_deliveries(
+pub(super) fn insert_deliveries(
     tx: &rusqlite::Transaction<'_>,
     deliveries: &[NewDelivery],
     message_domain: &str,
