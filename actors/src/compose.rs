@@ -146,6 +146,36 @@ pub fn mail(event: &Event, server: &ServerInfo) -> (String, String) {
             ));
             (subject, body)
         }
+        ("pipeline", kind) if d["execution"].is_i64() => {
+            let state = e.state.as_deref().unwrap_or("?");
+            let pipeline = d["pipeline"].as_str().unwrap_or("?");
+            let id = d["execution"].as_i64().unwrap_or(0);
+            let place = match (d["stage"].as_str(), d["action"].as_str()) {
+                (Some(stage), Some(action)) => format!(" {stage}/{action}"),
+                (Some(stage), None) => format!(" stage {stage}"),
+                _ => String::new(),
+            };
+            let what = match kind {
+                "execution-state-change" => "execution",
+                "stage-state-change" => "stage",
+                _ => "action",
+            };
+            let subject = format!("[slipway] pipeline {pipeline} #{id}{place} {state}");
+            let mut body = format!(
+                "Pipeline {pipeline}, execution {id}:{place} {what} {state}.\n\n  repository: {repo}\n  ref:        {refname}\n  commit:     {}\n  by:         {actor}\n  when:       {}\n",
+                short(d["commit"].as_str().unwrap_or("")),
+                event.time,
+            );
+            if let Some(reason) = d["reason"].as_str() {
+                body.push_str(&format!("  reason:     {reason}\n"));
+            }
+            body.push_str(&format!(
+                "\nThe execution:\n  {} pipeline show {id}\n  {} pipeline status {pipeline}\n",
+                server.ssh(),
+                server.ssh()
+            ));
+            (subject, body)
+        }
         ("notify", "delivery-failed") => {
             let subject = format!(
                 "[slipway] could not deliver {} to {}",

@@ -20,6 +20,7 @@ mod git_transport;
 mod limits;
 mod metrics;
 mod notify;
+mod pipeline_control;
 mod pipeline_modes;
 mod pipelines;
 mod repos;
