@@ -302,11 +302,30 @@ async fn check_pipelines(
             slipway_actors::pipeline::source::load(&path, &commit)
         })
         .await;
-        // No pipeline, a valid one, or a commit that cannot be read: nothing to report.
-        let Ok(Ok(Some(Err(problem)))) = loaded else {
+        // No pipeline, or a commit that cannot be read: nothing to report.
+        let Ok(Ok(Some(loaded))) = loaded else {
             continue;
         };
         let short = &u.new[..u.new.len().min(12)];
+        let problem = match loaded {
+            Err(problem) => problem,
+            Ok(spec) => {
+                // A valid pipeline whose name another repository owns never starts.
+                let store = state.store.clone();
+                let owners = tokio::task::spawn_blocking(move || store.pipelines()).await;
+                let Ok(Ok(owners)) = owners else { continue };
+                if let Some(owner) = owners
+                    .iter()
+                    .find(|p| p.name == spec.name && p.repo != ctx.repo.as_str())
+                {
+                    messages.push(format!(
+                        "slipway: {PIPELINE_FILE}: pipeline name `{}` belongs to repository `{}`; the pipeline in {} ({short}) will not run until it has another `name:`",
+                        spec.name, owner.repo, u.refname
+                    ));
+                }
+                continue;
+            }
+        };
         messages.push(format!("slipway: {problem}"));
         messages.push(format!(
             "slipway: the pipeline in {} ({short}) will not run until {PIPELINE_FILE} is fixed",

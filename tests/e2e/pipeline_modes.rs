@@ -281,3 +281,42 @@ fn a_disabled_transition_holds_executions_until_enabled() {
     let audit = s.ssh(&s.admin, "audit --json").ok().stdout;
     assert!(audit.contains("pipeline:disable-transition"), "{audit}");
 }
+
+/// Triggers decide which pushes start an execution: branch and tag globs, and changed
+/// paths (excludes win). Pushes are handled in order, so once the tag's execution
+/// exists the pushes before it were decided too.
+#[test]
+fn triggers_pick_the_pushes_that_start_executions() {
+    let s = Server::start();
+    let pipeline = "name: trig\ntriggers:\n  - push: { branches: { include: [main] }, paths: { exclude: [\"docs/**\"] } }\n  - push: { tags: { include: [\"v*\"] } }\nstages:\n  - name: build\n    actions: [ { name: compile, build: {} } ]\n";
+    let work = work_with(
+        &s,
+        "w",
+        &[("buildspec.yml", TRIVIAL), ("pipeline.yml", pipeline)],
+    );
+    s.git(&s.alice, &work, &["push", "-q", &s.url("app-trig"), "main"])
+        .ok();
+    let first = wait_executions(&s, "trig", 1)[0];
+    commit_file(&s, &s.alice, &work, "docs/guide.md", "words\n", "docs only");
+    s.git(&s.alice, &work, &["push", "-q", &s.url("app-trig"), "main"])
+        .ok();
+    s.git(&s.alice, &work, &["checkout", "-q", "-b", "feature/x"])
+        .ok();
+    commit_file(&s, &s.alice, &work, "src.txt", "code\n", "feature work");
+    s.git(
+        &s.alice,
+        &work,
+        &["push", "-q", &s.url("app-trig"), "feature/x"],
+    )
+    .ok();
+    s.git(&s.alice, &work, &["tag", "v1"]).ok();
+    s.git(&s.alice, &work, &["push", "-q", &s.url("app-trig"), "v1"])
+        .ok();
+    let ids = wait_executions(&s, "trig", 2);
+    assert_eq!(ids.len(), 2, "only main's first push and the tag: {ids:?}");
+    let tag = execution_json(&s, ids[1]);
+    assert_eq!(tag["execution"]["ref"], "refs/tags/v1", "{tag:#}");
+    assert_eq!(ids[0], first);
+    wait_execution(&s, ids[1], "SUCCEEDED");
+    assert!(s.metric("slipway_pipeline_executions_total{status=\"SUCCEEDED\"}") >= 1.0);
+}

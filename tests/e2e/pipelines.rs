@@ -201,4 +201,109 @@ stages:
     s.ssh(&s.bob, "pipeline status web").ok().says("[test]");
     let list = s.ssh(&s.alice, "pipeline list").ok().stdout;
     assert!(list.contains("web") && list.contains("SUCCEEDED"), "{list}");
+
+    // Another repository cannot take the name: the pusher is told, and it never runs.
+    let other = s.local_repo(&s.alice, "w2");
+    commit_file(&s, &s.alice, &other, "buildspec.yml", COMPILE, "compile");
+    commit_file(&s, &s.alice, &other, "pipeline.yml", pipeline, "pipeline");
+    s.git(&s.alice, &other, &["push", &s.url("app-q"), "main"])
+        .ok()
+        .says("pipeline name `web` belongs to repository `app-p`");
+    let recorded = eventually(Duration::from_secs(30), || {
+        s.ssh(&s.admin, "events --type invalid --repo app-q --json")
+            .ok()
+            .stdout
+            .contains("belongs to repository `app-p`")
+    });
+    assert!(recorded, "{}", s.log_text());
+    assert_eq!(execution_ids(&s, "web"), ids);
+}
+
+/// A `--watch` client that is killed when dropped.
+struct Watcher(std::process::Child);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `pipeline status --watch --json` prints the picture again whenever it changes, live,
+/// until the client goes away; the text form redraws the screen.
+#[test]
+fn status_watch_redraws_as_the_execution_moves() {
+    use std::io::BufRead;
+    let s = Server::start();
+    let pipeline = "name: live\nstages:\n  - name: gate\n    actions: [ { name: ok, approval: { approvers: [admin], message: \"go?\" } } ]\n  - name: after\n    actions: [ { name: fin, build: {} } ]\n";
+    let work = s.local_repo(&s.alice, "w");
+    commit_file(
+        &s,
+        &s.alice,
+        &work,
+        "buildspec.yml",
+        "version: 0.2\nphases:\n  build:\n    commands: [\"true\"]\n",
+        "spec",
+    );
+    commit_file(&s, &s.alice, &work, "pipeline.yml", pipeline, "pipeline");
+    s.git(&s.alice, &work, &["push", "-q", &s.url("app-live"), "main"])
+        .ok();
+    let id = wait_executions(&s, "live", 1)[0];
+    let text = s.ssh(&s.alice, "pipeline status live").ok().stdout;
+    assert!(
+        text.contains("[gate]") && text.contains("[after]"),
+        "{text}"
+    );
+
+    let mut child = Watcher(
+        std::process::Command::new("ssh")
+            .args(s.ssh_base(&s.alice))
+            .arg("git@127.0.0.1")
+            .arg("pipeline status live --watch --json")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ssh starts"),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let Ok(v) = serde_json::from_str(&line) else {
+                break;
+            };
+            if tx.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    let next_until = |what: &str, f: &dyn Fn(&serde_json::Value) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let v = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no frame with {what}; log:\n{}", s.log_text()));
+            if f(&v) {
+                return v;
+            }
+        }
+    };
+    let waiting = next_until("the approval waiting", &|v| {
+        v["stages"][0]["actions"][0]["status"] == "IN_PROGRESS"
+    });
+    assert_eq!(waiting["stages"][0]["actions"][0]["message"], "go?");
+    assert_eq!(waiting["latest"]["id"], id);
+    s.ssh(&s.admin, &format!("pipeline approve live {id} gate ok"))
+        .ok();
+    let done = next_until("the execution done", &|v| {
+        v["latest"]["status"] == "SUCCEEDED"
+    });
+    assert_eq!(done["stages"][1]["status"], "SUCCEEDED", "{done:#}");
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "the watcher must stay"
+    );
 }
