@@ -161,6 +161,9 @@ impl Runtime {
             metrics: metrics.clone(),
         };
         let specs = Arc::new(SpecCache::default());
+        if let Err(e) = Conductor::init_cursor(&deps.store) {
+            tracing::error!(error = %e, "cannot read the pipeline conductor's cursor");
+        }
         let conductor = {
             let (store, catalog, outlets, specs) = (
                 deps.store.clone(),

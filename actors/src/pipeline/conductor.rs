@@ -94,6 +94,13 @@ pub struct Conductor {
 }
 
 impl Conductor {
+    /// Creates the conductor's cursor at the end of the event log if it has none, so
+    /// pushes from before pipelines existed do not start executions. Call before the
+    /// server accepts pushes.
+    pub fn init_cursor(store: &Store) -> Result<(), StoreError> {
+        store.cursor(CONSUMER, store.last_event_id()?).map(|_| ())
+    }
+
     /// A conductor over `store`.
     pub fn new(
         store: Store,
@@ -179,9 +186,7 @@ fn run_pass(
     server: &ServerInfo,
     domain: &str,
 ) -> Result<(Effects, bool), StoreError> {
-    // A new conductor starts at the end of the log: pushes from before pipelines
-    // existed do not start executions.
-    let cursor = store.cursor(CONSUMER, store.last_event_id()?)?;
+    let cursor = store.cursor(CONSUMER, 0)?;
     let events = store.events(&EventFilter {
         after: cursor,
         limit: BATCH,

@@ -108,7 +108,7 @@ pub fn decide(
     comment: Option<&str>,
 ) -> Result<Outcome, ControlError> {
     store.pipeline_tx(|t| {
-        let mut e = load(t, execution)?;
+        let e = load(t, execution)?;
         if e.pipeline != pipeline {
             return Err(ControlError::NotFound(format!(
                 "execution {execution} is not an execution of pipeline `{pipeline}` (it is of `{}`)",
@@ -167,7 +167,6 @@ pub fn decide(
             if approve { "pipeline:approve" } else { "pipeline:reject" },
             json!({ "pipeline": pipeline, "execution": execution, "stage": stage, "action": action, "decision": verb, "comment": comment }),
         )?;
-        e.reason = None;
         Ok(Outcome {
             message: format!("{verb} {stage}/{action} of execution {execution} of {pipeline}"),
             effects,

@@ -10,7 +10,7 @@ fn open_twice_keeps_data_and_schema() {
     store.audit(&entry).unwrap();
     drop(store);
     let store = Store::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 5);
+    assert_eq!(store.schema_version().unwrap(), 6);
     let rows = store.audit_list(&AuditFilter::default()).unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].user.as_deref(), Some("alice"));
@@ -190,4 +190,61 @@ fn params_and_schedules_round_trip() {
     assert_eq!(store.schedule_last_run("tidy").unwrap(), None);
     store.schedule_ran("tidy", 12.5).unwrap();
     assert_eq!(store.schedule_last_run("tidy").unwrap(), Some(12.5));
+}
+
+fn new_execution(event_id: Option<i64>) -> NewExecution {
+    NewExecution {
+        pipeline: "web".into(),
+        repo: "app".into(),
+        commit: "c".repeat(40),
+        refname: Some("refs/heads/main".into()),
+        event_id,
+        trigger: "push".into(),
+        initiator: "alice".into(),
+        kind: "STANDARD".into(),
+        rollback_of: None,
+        mode: "superseded".into(),
+        definition: "name: web\n".into(),
+        stage: 0,
+        only_stage: None,
+        variables: serde_json::json!({}),
+        artifacts: serde_json::json!({}),
+    }
+}
+
+/// A pipeline step is all or nothing: an error inside the transaction leaves no
+/// execution, event or build behind; one push event starts at most one execution.
+#[test]
+fn pipeline_transactions_commit_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    let failed: Result<(), StoreError> = store.pipeline_tx(|t| {
+        t.insert_execution(&new_execution(Some(1)))?;
+        t.insert_events(&[NewEvent {
+            source: "pipeline".into(),
+            kind: "execution-state-change".into(),
+            ..Default::default()
+        }])?;
+        t.queue_build(&NewBuild {
+            repo: "app".into(),
+            commit: "c".repeat(40),
+            initiator: "pipeline/web".into(),
+            ..Default::default()
+        })?;
+        Err(StoreError::Encode("stop here".into()))
+    });
+    assert!(failed.is_err());
+    assert!(store.executions("web", 10).unwrap().is_empty());
+    assert_eq!(store.last_event_id().unwrap(), 0);
+    assert!(store.builds_recent(None, None, 10).unwrap().is_empty());
+
+    let first = store
+        .pipeline_tx(|t| t.insert_execution(&new_execution(Some(1))))
+        .unwrap();
+    assert!(first.is_some());
+    let again = store
+        .pipeline_tx(|t| t.insert_execution(&new_execution(Some(1))))
+        .unwrap();
+    assert!(again.is_none(), "a second execution for the same push");
+    assert_eq!(store.executions("web", 10).unwrap().len(), 1);
 }
