@@ -176,7 +176,7 @@ def analyse(events, executions, pushes, repo):
                 return e
         return None
 
-    rows, problems = [], []
+    rows, problems, notes = [], [], []
     for p in pushes:
         sha = p["commit"]
         row = {"commit": sha, "client_push_start": p["t0"], "client_push_end": p["t1"],
@@ -227,12 +227,16 @@ def analyse(events, executions, pushes, repo):
         for k, e in named.items():
             row[k] = event_time(e["time"]) if e else None
             row[f"{k}_id"] = e["id"] if e else None
+        # The pipeline may learn of a build's end before the build's own event is stored.
+        if row["build1_ended_id"] and row["action1_succeeded_id"] and row["build1_ended_id"] > row["action1_succeeded_id"]:
+            notes.append(f"{sha[:10]}: execution {xid}: build {row['build1_id']}'s end (event {row['build1_ended_id']}) "
+                         f"was stored after its action's SUCCEEDED (event {row['action1_succeeded_id']})")
         must = ("action1_started", "build1_running", "stage1_succeeded", "stage2_started")
         missing = [k for k in must if row[k] is None]
         if missing:
             problems.append(f"{sha[:10]}: execution {xid}: no event for {', '.join(missing)} "
                             f"(its events: {[(e['id'], e['type'], e['state'], e['detail'].get('stage'), e['detail'].get('action')) for e in evs]})")
-    return rows, problems
+    return rows, problems, notes
 
 
 METRICS = [
@@ -281,6 +285,8 @@ def table(result, meta):
             line += (f"  {GOAL_MS:>3.0f}ms  {st['p50_ms'] / GOAL_MS:>8.2f} {st['p99_ms'] / GOAL_MS:>8.2f}"
                      f"  {'met' if st['p99_ms'] <= GOAL_MS else 'p99 NOT met'}")
         lines.append(line)
+    for n in result.get("notes", [])[:10]:
+        lines.append(f"note: {n}")
     if result["problems"]:
         lines.append(f"WARNING: {len(result['problems'])} problem(s):")
         lines += [f"  {p}" for p in result["problems"][:20]]
@@ -344,7 +350,7 @@ def main():
 
     events = stored_events(ssh, since)
     executions = json.loads(run(ssh + ["pipeline", "executions", PIPELINE, "--json", "--limit", str(total + 20)]))
-    rows, more = analyse(events, executions, pushes, args.repo)
+    rows, more, notes = analyse(events, executions, pushes, args.repo)
     problems += more
     # The live stream and the stored log should hold the same events.
     stored_ids = {e["id"] for e in events}
@@ -363,6 +369,7 @@ def main():
         "events_streamed": follower.seen,
         "stats": summarise(rows),
         "problems": problems,
+        "notes": notes,
         "pushes_detail": rows,
     }
     with open(args.out, "w") as f:
