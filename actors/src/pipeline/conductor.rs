@@ -14,9 +14,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde_json::json;
 
-use super::advance::{
-    advance_all, initial_variables, start_execution, Effects, Env, People, SpecCache,
-};
+use super::advance::{advance_all, Env, People, SpecCache};
+use super::effects::Effects;
+use super::lifecycle::{initial_variables, start_execution};
 use super::source::{for_push, PushOutcome};
 use super::spec::ExecutionMode;
 use crate::build::builder::{Builder, QueueChanged, StopBuild};

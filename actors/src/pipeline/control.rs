@@ -7,10 +7,9 @@
 
 use serde_json::json;
 
-use super::advance::{
-    action_event, end_execution, execution_event, retry_stage, rollback_execution, stage_event,
-    start_execution, Effects, People, SpecCache,
-};
+use super::advance::{People, SpecCache};
+use super::effects::{action_event, execution_event, stage_event, Effects};
+use super::lifecycle::{end_execution, retry_stage, rollback_execution, start_execution};
 use super::spec::{ActionKind, ExecutionMode, PipelineSpec};
 use crate::store::{AuditEntry, AuditKind, ExecutionRow, PipelineTx, Store, StoreError};
 

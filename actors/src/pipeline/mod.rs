@@ -12,9 +12,12 @@
 //! - [`control`]: approve/reject, stop, retry, rollback and transitions.
 //! - [`vars`]: `#{namespace.NAME}` substitution.
 
+pub mod actions;
 pub mod advance;
 pub mod conductor;
 pub mod control;
+pub mod effects;
+pub mod lifecycle;
 pub mod source;
 pub mod spec;
 pub mod triggers;

@@ -1,0 +1,129 @@
+//! State changes shared by the conductor's passes and people's commands: ending,
+//! starting and rolling back executions, and running a stage again.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use super::effects::{execution_event, stage_event, Effects};
+use super::spec::PipelineSpec;
+use crate::store::{ExecutionRow, NewExecution, PipelineTx, StoreError};
+
+/// Ends `e` with `status` and `reason`, and records it.
+pub fn end_execution(
+    t: &PipelineTx<'_>,
+    fx: &mut Effects,
+    e: &mut ExecutionRow,
+    status: &str,
+    actor: Option<&str>,
+    reason: Option<String>,
+    now: f64,
+) -> Result<(), StoreError> {
+    e.status = status.into();
+    e.ended = Some(now);
+    e.reason = reason;
+    t.update_execution(e)?;
+    fx.emit(t, execution_event(e, status, actor, e.reason.as_deref()))?;
+    fx.ended.push(status.to_string());
+    Ok(())
+}
+
+/// Creates an execution and records that it started. `pipeline.ExecutionId` is filled
+/// in once its id is known.
+pub fn start_execution(
+    t: &PipelineTx<'_>,
+    fx: &mut Effects,
+    new: NewExecution,
+) -> Result<Option<ExecutionRow>, StoreError> {
+    let Some(mut e) = t.insert_execution(&new)? else {
+        return Ok(None);
+    };
+    if let Some(p) = e
+        .variables
+        .get_mut("pipeline")
+        .and_then(Value::as_object_mut)
+    {
+        p.insert("ExecutionId".into(), json!(e.id.to_string()));
+    }
+    t.update_execution(&e)?;
+    fx.emit(t, execution_event(&e, "STARTED", None, None))?;
+    Ok(Some(e))
+}
+
+/// The starting variables of an execution of `spec`.
+pub fn initial_variables(spec: &PipelineSpec, source: &BTreeMap<String, String>) -> Value {
+    json!({
+        "source": source,
+        "pipeline": { "Name": spec.name, "ExecutionId": "" },
+        "variables": spec.variables,
+    })
+}
+
+/// A rollback execution of stage `idx` with what `target` had when it ended.
+pub fn rollback_execution(
+    target: &ExecutionRow,
+    idx: i64,
+    trigger: &str,
+    initiator: &str,
+) -> NewExecution {
+    NewExecution {
+        pipeline: target.pipeline.clone(),
+        repo: target.repo.clone(),
+        commit: target.commit.clone(),
+        refname: target.refname.clone(),
+        event_id: None,
+        trigger: trigger.into(),
+        initiator: initiator.into(),
+        kind: "ROLLBACK".into(),
+        rollback_of: Some(target.id),
+        mode: target.mode.clone(),
+        definition: target.definition.clone(),
+        stage: idx,
+        only_stage: Some(idx),
+        variables: target.variables.clone(),
+        artifacts: target.artifacts.clone(),
+    }
+}
+
+/// Makes stage `idx` of `e` run again: failed (or, with `all`, every) actions become
+/// pending with the next attempt number, and the execution is back in the stage.
+pub fn retry_stage(
+    t: &PipelineTx<'_>,
+    fx: &mut Effects,
+    e: &mut ExecutionRow,
+    idx: i64,
+    all: bool,
+    actor: Option<&str>,
+    now: f64,
+) -> Result<(), StoreError> {
+    let mut stage = match t.stage(e.id, idx)? {
+        Some(s) => s,
+        None => return Ok(()),
+    };
+    stage.attempt += 1;
+    stage.status = "IN_PROGRESS".into();
+    stage.started = now;
+    stage.ended = None;
+    stage.reason = None;
+    t.put_stage(&stage)?;
+    for mut a in t.actions(e.id, idx)? {
+        if all || a.status != "SUCCEEDED" {
+            a.attempt += 1;
+            a.status = "PENDING".into();
+            a.build_id = None;
+            a.started = None;
+            a.ended = None;
+            a.reason = None;
+            a.detail = json!({});
+            t.put_action(&a)?;
+        }
+    }
+    e.status = "IN_PROGRESS".into();
+    e.stage = idx;
+    e.entered = true;
+    e.ended = None;
+    e.reason = None;
+    t.update_execution(e)?;
+    fx.emit(t, stage_event(e, &stage, actor))?;
+    Ok(())
+}
