@@ -20,7 +20,7 @@ use super::checkout::read_file;
 use super::engine::{run_build, BuildContext, BuildStatus, LogSink, PhaseReport};
 use super::shell::{BuildShell, DockerSpec, Executor};
 use super::spec::{parse_buildspec, BuildSpec};
-use crate::bus::{EventBus, EventsAvailable, Publish};
+use crate::bus::{EventBus, EventsAvailable, Publish, Stored};
 use crate::compose::ServerInfo;
 use crate::config::builds::{BuildsConfig, ExecutorKind, RepoBuilds};
 use crate::metrics::RuntimeMetrics;
@@ -463,13 +463,9 @@ fn unix_ms() -> u128 {
         .unwrap_or(0)
 }
 
-async fn publish_state(
-    bus: &Addr<EventBus>,
-    build: &BuildRow,
-    state: &str,
-    detail: serde_json::Value,
-) {
-    let event = NewEvent {
+/// The `build-state-change` event of `build` entering `state`.
+fn state_event(build: &BuildRow, state: &str, detail: serde_json::Value) -> NewEvent {
+    NewEvent {
         source: "build".into(),
         kind: "build-state-change".into(),
         actor: Some(build.initiator.clone()),
@@ -482,7 +478,16 @@ async fn publish_state(
             "commit": build.commit,
             "detail": detail,
         }),
-    };
+    }
+}
+
+async fn publish_state(
+    bus: &Addr<EventBus>,
+    build: &BuildRow,
+    state: &str,
+    detail: serde_json::Value,
+) {
+    let event = state_event(build, state, detail);
     if let Err(e) = bus.send(Publish(vec![event])).await {
         tracing::error!(error = %e, "cannot publish a build event");
     }
@@ -542,11 +547,7 @@ async fn run_one(
             let d = detail.clone();
             let (p, x) = (phases.clone(), exported.clone());
             let st = store.clone();
-            let _ =
-                tokio::task::spawn_blocking(move || st.build_finished(id, s, &p, &x, d.as_deref()))
-                    .await;
-            publish_state(
-                &bus,
+            let event = state_event(
                 &build,
                 s,
                 serde_json::json!({
@@ -556,8 +557,22 @@ async fn run_one(
                     "failed_phase": failed,
                     "last_lines": last_lines,
                 }),
-            )
+            );
+            let stored = tokio::task::spawn_blocking(move || {
+                st.build_finished_with_event(id, s, &p, &x, d.as_deref(), &event)
+            })
             .await;
+            match stored {
+                Ok(Ok(event_id)) => bus.do_send(Stored(vec![(
+                    event_id,
+                    "build".into(),
+                    "build-state-change".into(),
+                )])),
+                Ok(Err(e)) => {
+                    tracing::error!(build = id, error = %e, "cannot record the end of a build")
+                }
+                Err(e) => tracing::error!(build = id, error = %e, "build end task failed"),
+            }
             tracing::info!(build = id, repo = %build.repo, status = s, "build finished");
         }
     };

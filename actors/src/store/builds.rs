@@ -213,13 +213,43 @@ impl Store {
         exported: &serde_json::Value,
         detail: Option<&str>,
     ) -> Result<(), StoreError> {
-        let conn = self.lock();
-        conn.execute(
-            "UPDATE builds SET status = ?2, phases = ?3, exported = ?4, detail = ?5, ended = ?6 WHERE id = ?1",
-            rusqlite::params![id, status, phases.to_string(), exported.to_string(), detail, now()],
-        )?;
-        Ok(())
+        finish_in(&self.lock(), id, status, phases, exported, detail)
     }
+
+    /// Records a build's end and the event that tells of it in one transaction (so the
+    /// event is never lost, and nobody sees the end before the event exists); answers
+    /// the event's id.
+    pub fn build_finished_with_event(
+        &self,
+        id: i64,
+        status: &str,
+        phases: &serde_json::Value,
+        exported: &serde_json::Value,
+        detail: Option<&str>,
+        event: &super::NewEvent,
+    ) -> Result<i64, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        finish_in(&tx, id, status, phases, exported, detail)?;
+        let ids = super::events::insert_in(&tx, std::slice::from_ref(event))?;
+        tx.commit()?;
+        Ok(ids[0])
+    }
+}
+
+fn finish_in(
+    conn: &rusqlite::Connection,
+    id: i64,
+    status: &str,
+    phases: &serde_json::Value,
+    exported: &serde_json::Value,
+    detail: Option<&str>,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE builds SET status = ?2, phases = ?3, exported = ?4, detail = ?5, ended = ?6 WHERE id = ?1",
+        rusqlite::params![id, status, phases.to_string(), exported.to_string(), detail, now()],
+    )?;
+    Ok(())
 }
 
 /// Queues a build inside `tx` (see [`Store::build_queue`]).
