@@ -171,9 +171,24 @@ impl AdminConfig {
                 groups.entry(g.clone()).or_default().push(name.clone());
             }
         }
+        let access = std::sync::Arc::new(self.access.clone());
+        let may_approve = move |user: &str, pipeline: &str, repo: &str| {
+            use crate::access::Resource;
+            access
+                .evaluate(
+                    user,
+                    "pipeline:approve",
+                    &Resource::other("pipeline", pipeline),
+                )
+                .allowed()
+                && access
+                    .evaluate(user, "git:pull", &Resource::repo(repo))
+                    .allowed()
+        };
         slipway_actors::pipeline::advance::People {
             emails: self.emails(),
             groups,
+            may_approve: Some(std::sync::Arc::new(may_approve)),
         }
     }
 }

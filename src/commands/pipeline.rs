@@ -270,13 +270,11 @@ fn draw(v: &PipelineView) -> String {
         text.push_str(line.trim_end());
         text.push('\n');
     }
-    for s in &v.stages {
-        if let Some(t) = &s.transition_disabled {
-            text.push_str(&format!(
-                "\ntransition into {} disabled by {}: {}",
-                s.name, t.by, t.reason
-            ));
-        }
+    for t in &v.disabled_transitions {
+        text.push_str(&format!(
+            "\ntransition into {} disabled by {}: {}",
+            t.stage, t.by, t.reason
+        ));
     }
     for s in &v.stages {
         for a in &s.actions {

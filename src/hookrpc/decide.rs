@@ -318,9 +318,25 @@ async fn check_pipelines(
                     .iter()
                     .find(|p| p.name == spec.name && p.repo != ctx.repo.as_str())
                 {
+                    // Name the owner only to someone who may read it.
+                    let readable = state
+                        .admin
+                        .get()
+                        .access
+                        .evaluate(
+                            &ctx.user,
+                            "git:pull",
+                            &crate::access::Resource::repo(&owner.repo),
+                        )
+                        .allowed();
+                    let whose = if readable {
+                        format!("repository `{}`", owner.repo)
+                    } else {
+                        "another repository".to_string()
+                    };
                     messages.push(format!(
-                        "slipway: {PIPELINE_FILE}: pipeline name `{}` belongs to repository `{}`; the pipeline in {} ({short}) will not run until it has another `name:`",
-                        spec.name, owner.repo, u.refname
+                        "slipway: {PIPELINE_FILE}: pipeline name `{}` belongs to {whose}; the pipeline in {} ({short}) will not run until it has another `name:`",
+                        spec.name, u.refname
                     ));
                 }
                 continue;

@@ -213,7 +213,7 @@ stages:
         s.ssh(&s.admin, "events --type invalid --repo app-q --json")
             .ok()
             .stdout
-            .contains("belongs to repository `app-p`")
+            .contains("belongs to another repository")
     });
     assert!(recorded, "{}", s.log_text());
     assert_eq!(execution_ids(&s, "web"), ids);

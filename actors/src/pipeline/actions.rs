@@ -177,7 +177,15 @@ impl Pass<'_, '_> {
                 Ok(text) => {
                     let expires = self.env.now + timeout.as_secs_f64();
                     let users = self.env.people.approvers(approvers);
-                    let notified: Vec<String> = users
+                    // Only approvers the policy lets decide (and read the repository)
+                    // hear of it: the file names them, but anyone who may push can edit it.
+                    let (may, may_not): (Vec<String>, Vec<String>) = users
+                        .into_iter()
+                        .partition(|u| self.env.people.may_approve(u, &e.pipeline, &e.repo));
+                    if !may_not.is_empty() {
+                        tracing::warn!(pipeline = %e.pipeline, execution = e.id, action = %a.name, users = ?may_not, "approvers without pipeline:approve and git:pull are not mailed");
+                    }
+                    let notified: Vec<String> = may
                         .iter()
                         .filter(|u| self.env.people.emails.contains_key(*u))
                         .cloned()

@@ -13,23 +13,37 @@ use std::sync::{Arc, Mutex};
 use serde_json::json;
 
 use super::effects::{action_event, stage_event, Effects};
-use super::lifecycle::{end_execution, retry_stage, rollback_execution, start_execution};
+use super::lifecycle::{
+    abandon_running, end_execution, retry_stage, rollback_execution, start_execution,
+};
 use super::spec::{ExecutionMode, OnFailure, PipelineSpec, Stage};
 use crate::compose::ServerInfo;
 use crate::store::{ActionRow, ExecutionRow, PipelineTx, StageRow, StoreError};
 
 pub use super::actions::NO_DEPLOYMENTS;
 
+/// Whether a user may approve in a pipeline of a repository: `(user, pipeline, repo)`.
+pub type ApproverCheck = Arc<dyn Fn(&str, &str, &str) -> bool + Send + Sync>;
+
 /// Users' mail addresses and group members (from `access.yaml`), for approvals.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct People {
     /// User → address.
     pub emails: HashMap<String, String>,
     /// Group → member users.
     pub groups: HashMap<String, Vec<String>>,
+    /// Who the policy lets approve (and read the repository); everyone when unset.
+    pub may_approve: Option<ApproverCheck>,
 }
 
 impl People {
+    /// Whether the policy lets `user` approve in `pipeline` of `repo`.
+    pub fn may_approve(&self, user: &str, pipeline: &str, repo: &str) -> bool {
+        self.may_approve
+            .as_ref()
+            .is_none_or(|check| check(user, pipeline, repo))
+    }
+
     /// The users an approvers list names (`user:NAME`, `group:NAME`, bare `NAME`).
     pub fn approvers(&self, list: &[String]) -> Vec<String> {
         let mut users = Vec::new();
@@ -102,12 +116,42 @@ pub fn advance_all(t: &PipelineTx<'_>, env: &Env<'_>, fx: &mut Effects) -> Resul
             if !e.active() {
                 continue;
             }
-            moved |= Pass {
+            // One execution's trouble is its own: its step is undone and it fails
+            // with the reason, and the others move on.
+            let mark = fx.mark();
+            t.begin_step()?;
+            let stepped = Pass {
                 t,
                 env,
                 fx: &mut *fx,
             }
-            .step(&mut e)?;
+            .step(&mut e);
+            match stepped {
+                Ok(m) => {
+                    t.end_step()?;
+                    moved |= m;
+                }
+                Err(err) => {
+                    t.undo_step()?;
+                    fx.rewind(mark);
+                    tracing::error!(execution = e.id, pipeline = %e.pipeline, error = %err, "cannot move an execution on; it fails");
+                    if let Some(mut e) = t.execution(e.id)? {
+                        let reason = format!(
+                            "slipway could not move it on ({err}); the server log has details"
+                        );
+                        end_execution(
+                            t,
+                            fx,
+                            &mut e,
+                            "FAILED",
+                            Some("slipway"),
+                            Some(reason),
+                            env.now,
+                        )?;
+                        moved = true;
+                    }
+                }
+            }
         }
         if !moved {
             break;
@@ -122,6 +166,9 @@ impl Pass<'_, '_> {
             Ok(s) => s,
             Err(why) => {
                 let reason = format!("its pipeline.yml no longer reads: {why}");
+                if e.entered {
+                    abandon_running(self.t, self.fx, e, &reason, Some("slipway"), self.env.now)?;
+                }
                 end_execution(
                     self.t,
                     self.fx,
@@ -168,53 +215,55 @@ impl Pass<'_, '_> {
             return Ok(true);
         }
         let mode = mode_of(e);
-        if mode != ExecutionMode::Parallel {
-            let others: Vec<ExecutionRow> = self
-                .t
+        let disabled = self.t.transition(&e.pipeline, &stage.name)?.is_some();
+        // The other executions at this stage (by name: each runs its own definition,
+        // where the stage may sit at another position). Parallel mode has no locks.
+        let others: Vec<ExecutionRow> = if mode == ExecutionMode::Parallel {
+            Vec::new()
+        } else {
+            self.t
                 .active_executions()?
                 .into_iter()
                 .filter(|o| o.pipeline == e.pipeline && o.id != e.id)
-                .collect();
-            let standard = e.kind == "STANDARD";
-            if mode == ExecutionMode::Superseded && standard {
-                if let Some(newer) = others.iter().find(|o| {
-                    o.id > e.id
-                        && !o.entered
-                        && o.stage == e.stage
-                        && o.kind == "STANDARD"
-                        && o.status == "IN_PROGRESS"
-                }) {
-                    let reason = format!(
-                        "superseded by execution {} while waiting to enter stage `{}`",
-                        newer.id, stage.name
-                    );
-                    end_execution(
-                        self.t,
-                        self.fx,
-                        e,
-                        "SUPERSEDED",
-                        None,
-                        Some(reason),
-                        self.env.now,
-                    )?;
-                    return Ok(true);
-                }
-            }
-            if others.iter().any(|o| o.entered && o.stage == e.stage) {
-                return Ok(false);
-            }
-            let goes_first = |o: &ExecutionRow| {
-                let o_rollback = o.kind == "ROLLBACK";
-                let e_rollback = e.kind == "ROLLBACK";
-                (o_rollback && !e_rollback) || (o_rollback == e_rollback && o.id < e.id)
-            };
-            if others.iter().any(|o| {
-                !o.entered && o.stage == e.stage && o.status == "IN_PROGRESS" && goes_first(o)
+                .filter(|o| stage_name(self.env.specs, o).as_deref() == Some(&stage.name))
+                .collect()
+        };
+        let blocked = disabled || others.iter().any(|o| o.entered);
+        // Superseded: one waiting in front of a busy stage or a disabled transition
+        // gives way to a newer one arriving behind it.
+        if blocked && mode == ExecutionMode::Superseded && e.kind == "STANDARD" {
+            if let Some(newer) = others.iter().find(|o| {
+                o.id > e.id && !o.entered && o.kind == "STANDARD" && o.status == "IN_PROGRESS"
             }) {
-                return Ok(false);
+                let reason = format!(
+                    "superseded by execution {} while waiting to enter stage `{}`",
+                    newer.id, stage.name
+                );
+                end_execution(
+                    self.t,
+                    self.fx,
+                    e,
+                    "SUPERSEDED",
+                    None,
+                    Some(reason),
+                    self.env.now,
+                )?;
+                return Ok(true);
             }
         }
-        if self.t.transition(&e.pipeline, &stage.name)?.is_some() {
+        if blocked {
+            return Ok(false);
+        }
+        // Rollbacks go first, then the oldest.
+        let goes_first = |o: &ExecutionRow| {
+            let o_rollback = o.kind == "ROLLBACK";
+            let e_rollback = e.kind == "ROLLBACK";
+            (o_rollback && !e_rollback) || (o_rollback == e_rollback && o.id < e.id)
+        };
+        if others
+            .iter()
+            .any(|o| !o.entered && o.status == "IN_PROGRESS" && goes_first(o))
+        {
             return Ok(false);
         }
         self.enter(e, spec, stage, self.env.now)?;
@@ -412,13 +461,13 @@ impl Pass<'_, '_> {
             && mode_of(e) != ExecutionMode::Parallel;
         let mut new_rollback = None;
         if rollback {
-            match self.t.last_success_in_stage(&e.pipeline, e.stage, &stage.name, Some(e.id))? {
-            Some(target) => {
+            match self.t.last_success_in_stage(&e.pipeline, &stage.name, Some(e.id))? {
+            Some((target, idx)) => {
                 reason.push_str(&format!(
                     "; rolling the stage back to execution {} (on-failure: rollback)",
                     target.id
                 ));
-                new_rollback = Some(target);
+                new_rollback = Some((target, idx));
             }
             None => reason.push_str(&format!(
                 "; on-failure: rollback found no earlier execution that succeeded in stage `{}`, so there is nothing to roll back to",
@@ -435,12 +484,18 @@ impl Pass<'_, '_> {
             Some(reason),
             self.env.now,
         )?;
-        if let Some(target) = new_rollback {
-            let new = rollback_execution(&target, e.stage, "automated-rollback", "slipway");
+        if let Some((target, idx)) = new_rollback {
+            let new = rollback_execution(&target, idx, &e.mode, "automated-rollback", "slipway");
             start_execution(self.t, self.fx, new)?;
         }
         Ok(())
     }
+}
+
+/// The name of the stage `e` is in or waits for, in its own definition.
+pub fn stage_name(specs: &SpecCache, e: &ExecutionRow) -> Option<String> {
+    let spec = specs.get_spec(&e.definition).ok()?;
+    spec.stages.get(e.stage as usize).map(|s| s.name.clone())
 }
 
 fn mode_of(e: &ExecutionRow) -> ExecutionMode {

@@ -194,6 +194,7 @@ fn run_pass(
     })?;
     // Reading repositories happens outside the transaction (it can take a while).
     let mut starts = Vec::new();
+    let mut unreadable = Vec::new();
     for e in &events {
         let ev = &e.event;
         let (Some(repo), Some(refname)) = (&ev.repo, &ev.refname) else {
@@ -219,7 +220,21 @@ fn run_pass(
             }),
             Ok(_) => {}
             Err(why) => {
-                tracing::warn!(repo = %repo, refname = %refname, error = %why, "cannot read the pushed pipeline")
+                // Not silently dropped: the push is recorded as one that did not start.
+                tracing::warn!(repo = %repo, refname = %refname, error = %why, "cannot read the pushed pipeline");
+                unreadable.push(NewEvent {
+                    source: "pipeline".into(),
+                    kind: "invalid".into(),
+                    actor: ev.actor.clone(),
+                    repo: Some(repo.clone()),
+                    refname: Some(refname.clone()),
+                    state: None,
+                    detail: json!({
+                        "commit": new,
+                        "message": format!("the pushed commit's pipeline could not be read ({why}); no execution started — push again, or tell the administrator if it persists"),
+                        "pusher": ev.actor,
+                    }),
+                });
             }
         }
     }
@@ -233,13 +248,19 @@ fn run_pass(
     };
     let fx = store.pipeline_tx(|t| {
         let mut fx = Effects::default();
+        for event in unreadable {
+            fx.emit(t, event)?;
+        }
         for s in starts {
             let owner = t.claim_name(&s.spec.name, &s.repo)?;
             if owner != s.repo {
+                // The event belongs to this repository: its readers may not read the
+                // owner, so it is not named (the server log names it).
                 let message = format!(
-                    "pipeline name `{}` belongs to repository `{owner}`; give this pipeline another `name:`",
+                    "pipeline name `{}` belongs to another repository; give this pipeline another `name:`",
                     s.spec.name
                 );
+                tracing::warn!(name = %s.spec.name, owner = %owner, repo = %s.repo, "pipeline name taken");
                 tracing::warn!(repo = %s.repo, %message, "pipeline not started");
                 fx.emit(
                     t,

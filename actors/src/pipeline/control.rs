@@ -7,9 +7,11 @@
 
 use serde_json::json;
 
-use super::advance::{People, SpecCache};
+use super::advance::{stage_name, People, SpecCache};
 use super::effects::{action_event, execution_event, stage_event, Effects};
-use super::lifecycle::{end_execution, retry_stage, rollback_execution, start_execution};
+use super::lifecycle::{
+    abandon_running, end_execution, retry_stage, rollback_execution, start_execution,
+};
 use super::spec::{ActionKind, ExecutionMode, PipelineSpec};
 use crate::store::{AuditEntry, AuditKind, ExecutionRow, PipelineTx, Store, StoreError};
 
@@ -144,6 +146,11 @@ pub fn decide(
                 ))
             })?;
         let now = now();
+        if a.detail.get("expires").and_then(|x| x.as_f64()).is_some_and(|x| now >= x) {
+            return Err(ControlError::Refused(format!(
+                "`{stage}/{action}` of execution {execution} is past its timeout; it fails as timed out"
+            )));
+        }
         a.status = if approve { "SUCCEEDED" } else { "FAILED" }.into();
         a.ended = Some(now);
         let verb = if approve { "approved" } else { "rejected" };
@@ -211,21 +218,8 @@ pub fn stop(
         let message;
         if !e.entered || abandon {
             if e.entered {
+                abandon_running(t, &mut effects, &e, &why, Some(user), now)?;
                 let mut stage = t.stage(e.id, e.stage)?;
-                for mut a in t.actions(e.id, e.stage)? {
-                    if a.status != "IN_PROGRESS" {
-                        continue;
-                    }
-                    a.status = "ABANDONED".into();
-                    a.ended = Some(now);
-                    a.reason = Some(why.clone());
-                    t.put_action(&a)?;
-                    if let Some(b) = a.build_id {
-                        effects.stop_builds.push(b);
-                    }
-                    let name = stage.as_ref().map(|s| s.name.clone()).unwrap_or_default();
-                    effects.emit(t, action_event(&e, &name, &a, Some(user)))?;
-                }
                 if let Some(s) = stage.as_mut() {
                     s.status = "STOPPED".into();
                     s.ended = Some(now);
@@ -263,6 +257,28 @@ pub fn retry(
         let mut e = load(t, execution)?;
         let spec = spec_of(specs, &e)?;
         let idx = stage_index(&spec, &e, stage)? as i64;
+        if e.status == "STOPPED" && !e.entered && e.stage == idx {
+            // Stopped while waiting in front of this stage: it waits there again.
+            audit(
+                t,
+                user,
+                &e,
+                "pipeline:retry",
+                json!({ "execution": execution, "stage": stage, "resumed": true }),
+            )?;
+            e.status = "IN_PROGRESS".into();
+            e.ended = None;
+            e.reason = None;
+            t.update_execution(&e)?;
+            let mut effects = Effects::default();
+            effects.emit(t, execution_event(&e, "RESUMED", Some(user), None))?;
+            return Ok(Outcome {
+                message: format!(
+                    "resumed execution {execution}: it waits to enter stage `{stage}` again"
+                ),
+                effects,
+            });
+        }
         let row = t.stage(e.id, idx)?;
         let failed_here = matches!(e.status.as_str(), "FAILED" | "STOPPED")
             && e.stage == idx
@@ -277,7 +293,7 @@ pub fn retry(
             )));
         }
         if e.mode != "parallel" {
-            if t.newer_entered(&e.pipeline, e.id, idx)? {
+            if t.newer_entered(&e.pipeline, e.id, stage)? {
                 return Err(ControlError::Refused(format!(
                     "a newer execution has entered stage `{stage}` since execution {execution} failed there; it can no longer be retried (start a new one, or roll the stage back)"
                 )));
@@ -285,7 +301,12 @@ pub fn retry(
             if let Some(busy) = t
                 .active_executions()?
                 .into_iter()
-                .find(|o| o.pipeline == e.pipeline && o.id != e.id && o.entered && o.stage == idx)
+                .find(|o| {
+                    o.pipeline == e.pipeline
+                        && o.id != e.id
+                        && o.entered
+                        && stage_name(specs, o).as_deref() == Some(stage)
+                })
             {
                 return Err(ControlError::Refused(format!(
                     "stage `{stage}` is busy with execution {}; retry when it is done",
@@ -333,8 +354,8 @@ pub fn rollback(
                 "pipeline `{pipeline}` runs in parallel mode, where stages cannot be rolled back (as in CodePipeline)"
             )));
         }
-        let idx = stage_index(&spec, &latest, stage)? as i64;
-        let target = match to {
+        stage_index(&spec, &latest, stage)?;
+        let (target, idx) = match to {
             Some(id) => {
                 let target = load(t, id)?;
                 if target.pipeline != pipeline {
@@ -348,24 +369,26 @@ pub fn rollback(
                         target.rollback_of.unwrap_or(0)
                     )));
                 }
-                let ok = t
-                    .stage(id, idx)?
-                    .is_some_and(|s| s.status == "SUCCEEDED" && s.name == stage);
-                if !ok {
-                    return Err(ControlError::Refused(format!(
-                        "execution {id} did not succeed in stage `{stage}`; roll back only to an execution that did"
-                    )));
-                }
-                target
+                let idx = t
+                    .stages(id)?
+                    .into_iter()
+                    .find(|s| s.status == "SUCCEEDED" && s.name == stage)
+                    .map(|s| s.idx)
+                    .ok_or_else(|| {
+                        ControlError::Refused(format!(
+                            "execution {id} did not succeed in stage `{stage}`; roll back only to an execution that did"
+                        ))
+                    })?;
+                (target, idx)
             }
-            None => t.last_success_in_stage(pipeline, idx, stage, None)?.ok_or_else(|| {
+            None => t.last_success_in_stage(pipeline, stage, None)?.ok_or_else(|| {
                 ControlError::Refused(format!(
                     "no execution of `{pipeline}` has succeeded in stage `{stage}`; there is nothing to roll back to"
                 ))
             })?,
         };
         let mut effects = Effects::default();
-        let new = rollback_execution(&target, idx, "manual-rollback", user);
+        let new = rollback_execution(&target, idx, &latest.mode, "manual-rollback", user);
         let e = start_execution(t, &mut effects, new)?
             .ok_or_else(|| ControlError::Refused("the rollback execution could not be created".into()))?;
         audit(
@@ -409,7 +432,11 @@ pub fn transition(
     store.pipeline_tx(|t| {
         let latest = store_latest(t, pipeline)?;
         let spec = spec_of(specs, &latest)?;
-        stage_index(&spec, &latest, stage)?;
+        // A transition disabled into a stage a newer definition renamed can still be
+        // enabled (executions of older commits may wait there).
+        if disable.is_some() || t.transition(pipeline, stage)?.is_none() {
+            stage_index(&spec, &latest, stage)?;
+        }
         let changed = t.set_transition(pipeline, stage, disable.map(|r| (r, user)))?;
         let mut effects = Effects::default();
         let verb = if disable.is_some() {

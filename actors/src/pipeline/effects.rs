@@ -20,7 +20,37 @@ pub struct Effects {
     pub ended: Vec<String>,
 }
 
+/// How much an [`Effects`] held at one point (to forget what a failed step added).
+#[derive(Debug, Clone, Copy)]
+pub struct Mark {
+    events: usize,
+    mail: usize,
+    stop_builds: usize,
+    ended: usize,
+    builds_queued: bool,
+}
+
 impl Effects {
+    /// Where it stands now.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            events: self.events.len(),
+            mail: self.mail.len(),
+            stop_builds: self.stop_builds.len(),
+            ended: self.ended.len(),
+            builds_queued: self.builds_queued,
+        }
+    }
+
+    /// Forgets everything added since `mark` (its writes were rolled back).
+    pub fn rewind(&mut self, mark: Mark) {
+        self.events.truncate(mark.events);
+        self.mail.truncate(mark.mail);
+        self.stop_builds.truncate(mark.stop_builds);
+        self.ended.truncate(mark.ended);
+        self.builds_queued = mark.builds_queued;
+    }
+
     /// Stores `event` now (inside the pass's transaction) and remembers to announce it.
     pub fn emit(&mut self, t: &PipelineTx<'_>, event: NewEvent) -> Result<i64, StoreError> {
         let id = t.insert_events(std::slice::from_ref(&event))?[0];

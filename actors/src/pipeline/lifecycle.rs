@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::effects::{execution_event, stage_event, Effects};
+use super::effects::{action_event, execution_event, stage_event, Effects};
 use super::spec::PipelineSpec;
 use crate::store::{ExecutionRow, NewExecution, PipelineTx, StoreError};
 
@@ -59,10 +59,12 @@ pub fn initial_variables(spec: &PipelineSpec, source: &BTreeMap<String, String>)
     })
 }
 
-/// A rollback execution of stage `idx` with what `target` had when it ended.
+/// A rollback execution of stage `idx` (its index in `target`'s definition) with what
+/// `target` had when it ended, run in the pipeline's current `mode`.
 pub fn rollback_execution(
     target: &ExecutionRow,
     idx: i64,
+    mode: &str,
     trigger: &str,
     initiator: &str,
 ) -> NewExecution {
@@ -76,7 +78,7 @@ pub fn rollback_execution(
         initiator: initiator.into(),
         kind: "ROLLBACK".into(),
         rollback_of: Some(target.id),
-        mode: target.mode.clone(),
+        mode: mode.into(),
         definition: target.definition.clone(),
         stage: idx,
         only_stage: Some(idx),
@@ -125,5 +127,35 @@ pub fn retry_stage(
     e.reason = None;
     t.update_execution(e)?;
     fx.emit(t, stage_event(e, &stage, actor))?;
+    Ok(())
+}
+
+/// Abandons the running actions of `e`'s current stage: their builds are stopped (a
+/// queued one here, in the same transaction, so it can never start; a running one by
+/// the builder once this commits).
+pub fn abandon_running(
+    t: &PipelineTx<'_>,
+    fx: &mut Effects,
+    e: &ExecutionRow,
+    why: &str,
+    actor: Option<&str>,
+    now: f64,
+) -> Result<(), StoreError> {
+    let stage = t.stage(e.id, e.stage)?.map(|s| s.name).unwrap_or_default();
+    for mut a in t.actions(e.id, e.stage)? {
+        if a.status != "IN_PROGRESS" {
+            continue;
+        }
+        a.status = "ABANDONED".into();
+        a.ended = Some(now);
+        a.reason = Some(why.to_string());
+        t.put_action(&a)?;
+        if let Some(b) = a.build_id {
+            if !t.stop_queued_build(b, why)? {
+                fx.stop_builds.push(b);
+            }
+        }
+        fx.emit(t, action_event(e, &stage, &a, actor))?;
+    }
     Ok(())
 }

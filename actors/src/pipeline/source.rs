@@ -69,8 +69,22 @@ pub fn for_push(
                 .map(str::to_string)
         })
         .unwrap_or_else(|| "main".to_string());
+    // Which pushes start an execution is the default branch's decision: another branch
+    // cannot join the pipeline (its locks, its rollback targets) by editing its own
+    // copy of the triggers. Without a pipeline on the default branch, the pushed
+    // commit's triggers decide.
+    let default_ref = format!("refs/heads/{default_branch}");
+    let triggers = if refname == default_ref {
+        spec.triggers.clone()
+    } else {
+        match default_definition(&repo, &default_ref)? {
+            DefaultPipeline::Absent => spec.triggers.clone(),
+            DefaultPipeline::Valid(triggers) => triggers,
+            DefaultPipeline::Invalid => return Ok(PushOutcome::NotTriggered),
+        }
+    };
     let branch_push = refname.starts_with("refs/heads/");
-    let paths = if branch_push && spec.triggers.iter().any(|t| t.paths.is_some()) {
+    let paths = if branch_push && triggers.iter().any(|t| t.paths.is_some()) {
         changed_paths(&repo, old, &commit)?
     } else {
         None
@@ -79,7 +93,7 @@ pub fn for_push(
         Some(p) => Changed::Paths(p),
         None => Changed::Unknown,
     };
-    if !any_matches(&spec.triggers, &default_branch, refname, &changed) {
+    if !any_matches(&triggers, &default_branch, refname, &changed) {
         return Ok(PushOutcome::NotTriggered);
     }
     let mut variables = BTreeMap::new();
@@ -159,6 +173,36 @@ fn definition(commit: &gix::Commit<'_>) -> Result<Option<Definition>, String> {
             "the file is not UTF-8 text",
         )),
     }))
+}
+
+/// What the default branch says about triggers.
+enum DefaultPipeline {
+    /// The branch, or its pipeline.yml, does not exist.
+    Absent,
+    /// Its pipeline.yml's triggers.
+    Valid(Vec<super::triggers::Trigger>),
+    /// Its pipeline.yml does not validate: nothing but the default branch triggers.
+    Invalid,
+}
+
+fn default_definition(
+    repo: &gix::Repository,
+    default_ref: &str,
+) -> Result<DefaultPipeline, String> {
+    let Some(mut reference) = repo
+        .try_find_reference(default_ref)
+        .map_err(|e| format!("reading {default_ref}: {e}"))?
+    else {
+        return Ok(DefaultPipeline::Absent);
+    };
+    let commit = reference
+        .peel_to_commit()
+        .map_err(|e| format!("reading {default_ref}: {e}"))?;
+    Ok(match definition(&commit)? {
+        None => DefaultPipeline::Absent,
+        Some(Ok((spec, _))) => DefaultPipeline::Valid(spec.triggers),
+        Some(Err(_)) => DefaultPipeline::Invalid,
+    })
 }
 
 /// The commit `hex` names, through annotated tags.
@@ -392,6 +436,44 @@ mod tests {
             for_push(dir, "app", "refs/heads/main", &broken, &none).unwrap(),
             PushOutcome::NoPipeline
         ));
+    }
+
+    /// A branch cannot add itself to the triggers with its own copy of the file: the
+    /// default branch's pipeline.yml decides (the stages still come from the push).
+    #[test]
+    fn the_default_branch_decides_which_branches_trigger() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        git(dir, &["init", "-q", "-b", "main"]);
+        let only_main = "name: web\ntriggers:\n  - push: { branches: { include: [main] } }\nstages:\n  - name: build\n    actions: [{ name: compile, build: {} }]\n";
+        let main = commit(dir, &[("pipeline.yml", only_main)], "main");
+        git(dir, &["checkout", "-q", "-b", "feature/x"]);
+        let sneaky = only_main.replace("[main]", "[main, \"feature/*\"]");
+        let feature = commit(dir, &[("pipeline.yml", &sneaky)], "join in");
+        // HEAD names the default branch, as in the server's bare repositories.
+        git(dir, &["checkout", "-q", "main"]);
+        let outcome = for_push(dir, "app", "refs/heads/feature/x", ZERO, &feature).unwrap();
+        assert!(matches!(outcome, PushOutcome::NotTriggered), "{outcome:?}");
+        // Once main's file includes feature branches, they run — with their own stages.
+        let both = only_main
+            .replace("[main]", "[main, \"feature/*\"]")
+            .replace("compile", "build-it");
+        commit(dir, &[("pipeline.yml", &both)], "open up");
+        let PushOutcome::Start(spec, _) =
+            for_push(dir, "app", "refs/heads/feature/x", &main, &feature).unwrap()
+        else {
+            panic!("main's triggers now include feature/*");
+        };
+        assert_eq!(spec.stages[0].actions[0].name, "compile");
+        // Without a pipeline on the default branch, the pushed file decides.
+        let e = tempfile::tempdir().unwrap();
+        git(e.path(), &["init", "-q", "-b", "main"]);
+        commit(e.path(), &[("README", "x")], "no pipeline");
+        git(e.path(), &["checkout", "-q", "-b", "feature/y"]);
+        let own = commit(e.path(), &[("pipeline.yml", &sneaky)], "own");
+        git(e.path(), &["checkout", "-q", "main"]);
+        let outcome = for_push(e.path(), "app", "refs/heads/feature/y", ZERO, &own).unwrap();
+        assert!(matches!(outcome, PushOutcome::Start(..)), "{outcome:?}");
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub struct PipelineView {
     pub latest: ExecutionSummary,
     /// The stages, in order.
     pub stages: Vec<StageView>,
+    /// Every disabled transition of the pipeline (also into stages only older
+    /// definitions have).
+    pub disabled_transitions: Vec<TransitionRow>,
 }
 
 /// One execution, briefly.
@@ -184,5 +187,6 @@ pub fn pipeline_view(
         mode: latest.mode.clone(),
         latest: latest.into(),
         stages,
+        disabled_transitions: disabled,
     }))
 }

@@ -337,6 +337,24 @@ impl Store {
 }
 
 impl PipelineTx<'_> {
+    /// Starts a savepoint: what follows can be undone alone with [`Self::undo_step`].
+    pub fn begin_step(&self) -> Result<(), StoreError> {
+        self.tx.execute_batch("SAVEPOINT step")?;
+        Ok(())
+    }
+
+    /// Keeps what was written since [`Self::begin_step`].
+    pub fn end_step(&self) -> Result<(), StoreError> {
+        self.tx.execute_batch("RELEASE step")?;
+        Ok(())
+    }
+
+    /// Undoes what was written since [`Self::begin_step`].
+    pub fn undo_step(&self) -> Result<(), StoreError> {
+        self.tx.execute_batch("ROLLBACK TO step; RELEASE step")?;
+        Ok(())
+    }
+
     /// The repository owning `name`, claiming it for `repo` if nobody has.
     pub fn claim_name(&self, name: &str, repo: &str) -> Result<String, StoreError> {
         self.tx.execute(
@@ -545,42 +563,43 @@ impl PipelineTx<'_> {
         Ok(changed > 0)
     }
 
-    /// The newest execution of `pipeline` (older than `before`, when given) whose stage
-    /// `idx` named `name` succeeded and which is not itself a rollback.
+    /// The newest execution of `pipeline` (older than `before`, when given) that
+    /// succeeded in the stage named `stage` and is not itself a rollback, with that
+    /// stage's index in its own definition.
     pub fn last_success_in_stage(
         &self,
         pipeline: &str,
-        idx: i64,
-        name: &str,
+        stage: &str,
         before: Option<i64>,
-    ) -> Result<Option<ExecutionRow>, StoreError> {
-        let id: Option<i64> = self
+    ) -> Result<Option<(ExecutionRow, i64)>, StoreError> {
+        let found: Option<(i64, i64)> = self
             .tx
             .query_row(
-                "SELECT e.id FROM pipeline_executions e JOIN pipeline_stages s ON s.execution_id = e.id
-                 WHERE e.pipeline = ?1 AND e.kind = 'STANDARD' AND s.idx = ?2 AND s.name = ?3
-                   AND s.status = 'SUCCEEDED' AND (?4 IS NULL OR e.id < ?4)
+                "SELECT e.id, s.idx FROM pipeline_executions e JOIN pipeline_stages s ON s.execution_id = e.id
+                 WHERE e.pipeline = ?1 AND e.kind = 'STANDARD' AND s.name = ?2
+                   AND s.status = 'SUCCEEDED' AND (?3 IS NULL OR e.id < ?3)
                  ORDER BY e.id DESC LIMIT 1",
-                rusqlite::params![pipeline, idx, name, before],
-                |r| r.get(0),
+                rusqlite::params![pipeline, stage, before],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map(Some)
             .or_else(|e| match e {
                 rusqlite::Error::QueryReturnedNoRows => Ok(None),
                 other => Err(other),
             })?;
-        match id {
-            Some(id) => self.execution(id),
+        match found {
+            Some((id, idx)) => Ok(self.execution(id)?.map(|e| (e, idx))),
             None => Ok(None),
         }
     }
 
-    /// Whether an execution of `pipeline` newer than `id` has entered stage `idx`.
-    pub fn newer_entered(&self, pipeline: &str, id: i64, idx: i64) -> Result<bool, StoreError> {
+    /// Whether an execution of `pipeline` newer than `id` has entered the stage named
+    /// `stage`.
+    pub fn newer_entered(&self, pipeline: &str, id: i64, stage: &str) -> Result<bool, StoreError> {
         Ok(self.tx.query_row(
             "SELECT EXISTS (SELECT 1 FROM pipeline_executions e JOIN pipeline_stages s ON s.execution_id = e.id
-               WHERE e.pipeline = ?1 AND e.id > ?2 AND s.idx = ?3)",
-            rusqlite::params![pipeline, id, idx],
+               WHERE e.pipeline = ?1 AND e.id > ?2 AND s.name = ?3)",
+            rusqlite::params![pipeline, id, stage],
             |r| r.get(0),
         )?)
     }
@@ -588,6 +607,15 @@ impl PipelineTx<'_> {
     /// Queues a build (see [`Store::build_queue`]).
     pub fn queue_build(&self, request: &NewBuild) -> Result<Option<BuildRow>, StoreError> {
         queue_build(self.tx, request)
+    }
+
+    /// Ends build `id` as STOPPED if it has not started; answers whether it had not
+    /// (a running build must be stopped by the builder).
+    pub fn stop_queued_build(&self, id: i64, why: &str) -> Result<bool, StoreError> {
+        Ok(self.tx.execute(
+            "UPDATE builds SET status = 'STOPPED', detail = ?2, ended = ?3 WHERE id = ?1 AND status = 'QUEUED'",
+            rusqlite::params![id, why, now()],
+        )? > 0)
     }
 
     /// One build.
