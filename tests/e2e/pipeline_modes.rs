@@ -274,6 +274,13 @@ fn a_disabled_transition_holds_executions_until_enabled() {
         v["stages"][1]["transition_disabled"]["reason"],
         "release freeze"
     );
+    // Stopped while it waits, and resumed: it waits there again.
+    s.ssh(&s.admin, &format!("pipeline stop {third}")).ok();
+    wait_execution(&s, third, "STOPPED");
+    s.ssh(&s.admin, &format!("pipeline retry {third} test"))
+        .ok()
+        .says("waits to enter stage `test` again");
+    wait_waiting(&s, third, 1);
     s.ssh(&s.admin, "pipeline transition enable tr test")
         .ok()
         .says("enabled");

@@ -248,3 +248,34 @@ fn pipeline_transactions_commit_whole_or_not_at_all() {
     assert!(again.is_none(), "a second execution for the same push");
     assert_eq!(store.executions("web", 10).unwrap().len(), 1);
 }
+
+/// Abandoning an action stops its build in the same transaction when it has not
+/// started (so it can never start), and leaves a running one to the builder.
+#[test]
+fn only_queued_builds_are_stopped_in_the_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    let request = NewBuild {
+        repo: "app".into(),
+        commit: "c".repeat(40),
+        initiator: "pipeline/web".into(),
+        ..Default::default()
+    };
+    let queued = store.build_queue(&request).unwrap().unwrap();
+    let running = store.build_queue(&request).unwrap().unwrap();
+    store.build_started(running.id).unwrap();
+    let stopped = store
+        .pipeline_tx(|t| {
+            Ok::<_, StoreError>((
+                t.stop_queued_build(queued.id, "abandoned")?,
+                t.stop_queued_build(running.id, "abandoned")?,
+            ))
+        })
+        .unwrap();
+    assert_eq!(stopped, (true, false));
+    assert_eq!(store.build(queued.id).unwrap().unwrap().status, "STOPPED");
+    assert_eq!(
+        store.build(running.id).unwrap().unwrap().status,
+        "IN_PROGRESS"
+    );
+}
