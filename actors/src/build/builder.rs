@@ -641,6 +641,13 @@ async fn run_one(
         }
     };
     let mut log = FileLog(std::io::BufWriter::new(log_file));
+    if let Some(why) = &build.plan_error {
+        let msg =
+            format!("the pipeline's plan for this build cannot be read ({why}); retry the stage");
+        log.line(&format!("[slipway] {msg}"));
+        fail_early(BuildStatus::Fault, msg).await;
+        return;
+    }
     let Some(repo_path) = catalog.path(&build.repo) else {
         log.line("[slipway] The repository no longer exists");
         fail_early(BuildStatus::Fault, "repository not found".into()).await;

@@ -43,6 +43,9 @@ pub struct BuildRow {
     /// What a pipeline action asked for (none for other builds).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<BuildPlan>,
+    /// Why a stored plan could not be read (the build must not run without it).
+    #[serde(skip)]
+    pub plan_error: Option<String>,
 }
 
 /// A build a pipeline's action asks for: which buildspec, in which artifacts, with
@@ -115,6 +118,9 @@ pub struct NewBuild {
 const COLUMNS: &str = "id, repo, number, commit_id, refname, prev_id, initiator, status, phases, exported, queued, started, ended, detail, event_id, reports, plan";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
+    let plan: Option<Result<BuildPlan, String>> = r
+        .get::<_, Option<String>>(16)?
+        .map(|p| serde_json::from_str(&p).map_err(|e| e.to_string()));
     let phases: String = r.get(8)?;
     let exported: String = r.get(9)?;
     Ok(BuildRow {
@@ -134,9 +140,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
         detail: r.get(13)?,
         event_id: r.get(14)?,
         reports: serde_json::from_str(&r.get::<_, String>(15)?).unwrap_or_default(),
-        plan: r
-            .get::<_, Option<String>>(16)?
-            .and_then(|p| serde_json::from_str(&p).ok()),
+        plan: plan.as_ref().and_then(|p| p.as_ref().ok()).cloned(),
+        plan_error: plan.and_then(|p| p.err()),
     })
 }
 
