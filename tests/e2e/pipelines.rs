@@ -306,4 +306,41 @@ fn status_watch_redraws_as_the_execution_moves() {
         child.0.try_wait().unwrap().is_none(),
         "the watcher must stay"
     );
+
+    // The text form clears the screen and draws the stages.
+    let mut text = Watcher(
+        std::process::Command::new("ssh")
+            .args(s.ssh_base(&s.alice))
+            .arg("git@127.0.0.1")
+            .arg("pipeline status live --watch")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ssh starts"),
+    );
+    let mut stdout = text.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let shown = String::from_utf8_lossy(&seen).to_string();
+        if shown.contains("\x1b[2J") && shown.contains("fin SUCCEEDED") {
+            break;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => seen.extend(chunk),
+            Err(_) => panic!("no drawn frame: {shown:?}"),
+        }
+    }
 }
