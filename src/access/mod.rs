@@ -36,6 +36,7 @@ pub const KNOWN_ACTIONS: &[&str] = &[
     "build:stop",
     "param:read",
     "param:write",
+    "pipeline:start",
     "pipeline:approve",
     "pipeline:stop",
     "pipeline:retry",

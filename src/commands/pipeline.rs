@@ -1,8 +1,9 @@
-//! `pipeline list|status|executions|show|approve|reject|transition|stop|retry|rollback`.
+//! `pipeline list|status|executions|show|start|approve|reject|transition|stop|retry|rollback`.
 //!
 //! Reading a pipeline needs `git:pull` on its repository (others are told it does not
-//! exist). Changing one needs an action on `pipeline:NAME`: `pipeline:approve` (approve
-//! and reject, and the user must be one of the action's approvers), `pipeline:stop`,
+//! exist). Changing one needs an action on `pipeline:NAME`: `pipeline:start`,
+//! `pipeline:approve` (approve and reject, and the user must be one of the action's
+//! approvers), `pipeline:stop`,
 //! `pipeline:retry`, `pipeline:rollback`, `pipeline:transition`.
 
 use std::time::Duration;
@@ -54,6 +55,15 @@ pub enum PipelineCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Start an execution by hand at a branch or tag (default: the default branch);
+    /// triggers do not apply.
+    Start {
+        /// The pipeline.
+        pipeline: String,
+        /// A branch or tag (or a full ref).
+        #[arg(long = "ref")]
+        rev: Option<String>,
     },
     /// Approve an approval action that waits for you.
     Approve(Decision),
@@ -510,6 +520,7 @@ pub async fn run(ctx: &CommandContext<'_>, cmd: PipelineCommand, out: Out<'_>) -
             }
             Ok(text)
         }
+        PipelineCommand::Start { pipeline, rev } => start(ctx, &pipeline, rev).await,
         PipelineCommand::Approve(d) => decide(ctx, d, true).await,
         PipelineCommand::Reject(d) => decide(ctx, d, false).await,
         PipelineCommand::Transition(t) => {
@@ -604,6 +615,82 @@ async fn decide(ctx: &CommandContext<'_>, d: Decision, approve: bool) -> Command
             &user,
             d.comment.as_deref(),
         )
+    })
+    .await?;
+    finish(ctx, result)
+}
+
+async fn start(ctx: &CommandContext<'_>, pipeline: &str, rev: Option<String>) -> CommandResult {
+    let p = allowed(ctx, pipeline, "pipeline:start").await?;
+    let repo = crate::git::RepoName::parse(&p.repo)
+        .map_err(|e| CommandError::internal("reading a pipeline's repository", e))?;
+    let repos = ctx.state.repos.clone();
+    let r = repo.clone();
+    let resolved = blocking("resolving a ref", move || {
+        let refname = match rev {
+            None => repos.head_ref(&r)?,
+            Some(rev) if rev.starts_with("refs/") => rev,
+            Some(rev) => {
+                let branch = format!("refs/heads/{rev}");
+                let tag = format!("refs/tags/{rev}");
+                if repos.ref_exists(&r, &branch)? {
+                    branch
+                } else if repos.ref_exists(&r, &tag)? {
+                    tag
+                } else {
+                    return Ok(Err(format!(
+                        "`{rev}` is neither a branch nor a tag of `{r}`"
+                    )));
+                }
+            }
+        };
+        Ok::<_, crate::git::RepoStoreError>(Ok((repos.resolve_commit(&r, &refname)?, refname)))
+    })
+    .await?
+    .map_err(|e| CommandError::internal("resolving a ref", e))?
+    .map_err(CommandError::new)?;
+    let (commit, refname) = match resolved {
+        (Some(c), refname) => (c, refname),
+        (None, refname) => {
+            return Err(CommandError::new(format!(
+                "`{refname}` names no commit in `{repo}`"
+            )))
+        }
+    };
+    let path = ctx.state.repos.path(&repo);
+    let (repo_name, r2, c2) = (p.repo.clone(), refname.clone(), commit.clone());
+    let found = blocking("reading pipeline.yml", move || {
+        slipway_actors::pipeline::source::for_start(&path, &repo_name, &r2, &c2)
+    })
+    .await?
+    .map_err(|e| CommandError::internal("reading pipeline.yml", e))?;
+    let (spec, source) = match found {
+        None => {
+            return Err(CommandError::new(format!(
+                "there is no pipeline.yml at {refname} ({})",
+                short(&commit)
+            )))
+        }
+        Some(Err(problem)) => {
+            return Err(CommandError::new(format!(
+                "the pipeline.yml at {refname} does not validate: {problem}"
+            )))
+        }
+        Some(Ok(found)) => found,
+    };
+    if spec.name != pipeline {
+        return Err(CommandError::new(format!(
+            "the pipeline.yml at {refname} defines pipeline `{}`, not `{pipeline}`",
+            spec.name
+        )));
+    }
+    let (store, user, repo_name) = (
+        ctx.state.store.clone(),
+        ctx.identity.user.clone(),
+        p.repo.clone(),
+    );
+    let result = blocking("starting an execution", move || {
+        control::start(&store, &repo_name, &spec, &source, &user)
     })
     .await?;
     finish(ctx, result)

@@ -202,6 +202,21 @@ stages:
     let list = s.ssh(&s.alice, "pipeline list").ok().stdout;
     assert!(list.contains("web") && list.contains("SUCCEEDED"), "{list}");
 
+    // Started by hand: needs pipeline:start; runs the definition at the ref.
+    s.ssh(&s.alice, "pipeline start web")
+        .fails()
+        .says("pipeline:start on pipeline:web is needed");
+    s.ssh(&s.admin, "pipeline start web --ref nope")
+        .fails()
+        .says("neither a branch nor a tag");
+    s.ssh(&s.admin, "pipeline start web --ref main")
+        .ok()
+        .says("started execution");
+    let ids = wait_executions(&s, "web", 2);
+    let manual = wait_execution(&s, ids[1], "SUCCEEDED");
+    assert_eq!(manual["execution"]["trigger"], "manual");
+    assert_eq!(manual["execution"]["initiator"], "admin");
+
     // Another repository cannot take the name: the pusher is told, and it never runs.
     let other = s.local_repo(&s.alice, "w2");
     commit_file(&s, &s.alice, &other, "buildspec.yml", COMPILE, "compile");

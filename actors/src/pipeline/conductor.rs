@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::advance::{advance_all, Env, People, SpecCache};
 use super::effects::Effects;
-use super::lifecycle::{initial_variables, start_execution};
+use super::lifecycle::{new_execution, start_execution};
 use super::source::{for_push, PushOutcome};
 use super::spec::ExecutionMode;
 use crate::build::builder::{Builder, QueueChanged, StopBuild};
@@ -25,7 +25,7 @@ use crate::compose::ServerInfo;
 use crate::metrics::RuntimeMetrics;
 use crate::notify::DeliveriesQueued;
 use crate::reaper::RepoCatalog;
-use crate::store::{EventFilter, NewEvent, NewExecution, Store, StoreError};
+use crate::store::{EventFilter, NewEvent, Store, StoreError};
 
 /// The consumer name (cursor key) of the conductor.
 pub const CONSUMER: &str = "pipelines";
@@ -276,27 +276,10 @@ fn run_pass(
                 )?;
                 continue;
             }
-            let variables = initial_variables(&s.spec, &s.source.variables);
             start_execution(
                 t,
                 &mut fx,
-                NewExecution {
-                    pipeline: s.spec.name.clone(),
-                    repo: s.repo.clone(),
-                    commit: s.source.commit.clone(),
-                    refname: Some(s.source.refname.clone()),
-                    event_id: Some(s.event_id),
-                    trigger: "push".into(),
-                    initiator: s.pusher.clone(),
-                    kind: "STANDARD".into(),
-                    rollback_of: None,
-                    mode: mode_name(s.spec.mode).into(),
-                    definition: s.source.definition.clone(),
-                    stage: 0,
-                    only_stage: None,
-                    variables,
-                    artifacts: json!({ super::spec::SOURCE: { "commit": s.source.commit } }),
-                },
+                new_execution(&s.spec, &s.source, &s.repo, Some(s.event_id), "push", &s.pusher),
             )?;
         }
         if let Some(last) = events.last() {

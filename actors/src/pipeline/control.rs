@@ -10,7 +10,7 @@ use serde_json::json;
 use super::advance::{stage_name, People, SpecCache};
 use super::effects::{action_event, execution_event, stage_event, Effects};
 use super::lifecycle::{
-    abandon_running, end_execution, retry_stage, rollback_execution, start_execution,
+    abandon_running, end_execution, new_execution, retry_stage, rollback_execution, start_execution,
 };
 use super::spec::{ActionKind, ExecutionMode, PipelineSpec};
 use crate::store::{AuditEntry, AuditKind, ExecutionRow, PipelineTx, Store, StoreError};
@@ -175,6 +175,50 @@ pub fn decide(
         )?;
         Ok(Outcome {
             message: format!("{verb} {stage}/{action} of execution {execution} of {pipeline}"),
+            effects,
+        })
+    })
+}
+
+/// Starts an execution by hand (no push, triggers do not apply) of `spec` at `source`
+/// in `repo`, which must own the pipeline's name.
+pub fn start(
+    store: &Store,
+    repo: &str,
+    spec: &PipelineSpec,
+    source: &super::source::Source,
+    user: &str,
+) -> Result<Outcome, ControlError> {
+    store.pipeline_tx(|t| {
+        let owner = t.claim_name(&spec.name, repo)?;
+        if owner != repo {
+            return Err(ControlError::Refused(format!(
+                "pipeline name `{}` belongs to another repository; rename the pipeline in {repo}'s pipeline.yml",
+                spec.name
+            )));
+        }
+        let mut effects = Effects::default();
+        let e = start_execution(
+            t,
+            &mut effects,
+            new_execution(spec, source, repo, None, "manual", user),
+        )?
+        .ok_or_else(|| ControlError::Refused("the execution could not be created".into()))?;
+        audit(
+            t,
+            user,
+            &e,
+            "pipeline:start",
+            json!({ "pipeline": spec.name, "execution": e.id, "commit": e.commit, "ref": e.refname }),
+        )?;
+        Ok(Outcome {
+            message: format!(
+                "started execution {} of {} at {} ({})",
+                e.id,
+                spec.name,
+                &e.commit[..e.commit.len().min(8)],
+                source.refname
+            ),
             effects,
         })
     })

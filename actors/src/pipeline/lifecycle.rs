@@ -50,6 +50,34 @@ pub fn start_execution(
     Ok(Some(e))
 }
 
+/// A new execution of `spec` at `source` (a push's, or one started by hand).
+pub fn new_execution(
+    spec: &PipelineSpec,
+    source: &super::source::Source,
+    repo: &str,
+    event_id: Option<i64>,
+    trigger: &str,
+    initiator: &str,
+) -> NewExecution {
+    NewExecution {
+        pipeline: spec.name.clone(),
+        repo: repo.into(),
+        commit: source.commit.clone(),
+        refname: Some(source.refname.clone()),
+        event_id,
+        trigger: trigger.into(),
+        initiator: initiator.into(),
+        kind: "STANDARD".into(),
+        rollback_of: None,
+        mode: super::conductor::mode_name(spec.mode).into(),
+        definition: source.definition.clone(),
+        stage: 0,
+        only_stage: None,
+        variables: initial_variables(spec, &source.variables),
+        artifacts: json!({ super::spec::SOURCE: { "commit": source.commit } }),
+    }
+}
+
 /// The starting variables of an execution of `spec`.
 pub fn initial_variables(spec: &PipelineSpec, source: &BTreeMap<String, String>) -> Value {
     json!({

@@ -52,7 +52,6 @@ pub fn for_push(
 ) -> Result<PushOutcome, String> {
     let repo = gix::open(repo).map_err(|e| format!("cannot open the repository: {e}"))?;
     let commit = peel(&repo, new)?;
-    let new_id = commit.id;
     let (spec, text) = match definition(&commit)? {
         None => return Ok(PushOutcome::NoPipeline),
         Some(Err(e)) => return Ok(PushOutcome::Invalid(e)),
@@ -96,8 +95,43 @@ pub fn for_push(
     if !any_matches(&triggers, &default_branch, refname, &changed) {
         return Ok(PushOutcome::NotTriggered);
     }
+    Ok(PushOutcome::Start(
+        Box::new(spec),
+        source_of(&commit, repo_name, refname, text),
+    ))
+}
+
+/// A definition and the source it would run on.
+pub type Found = (PipelineSpec, Source);
+
+/// What starting `repo_name`'s pipeline by hand at `commit` (reached from `refname`)
+/// would run: `None` when the commit has no pipeline.yml, `Some(Err)` when it does not
+/// validate. Triggers do not apply.
+pub fn for_start(
+    repo: &Path,
+    repo_name: &str,
+    refname: &str,
+    commit: &str,
+) -> Result<Option<Result<Found, ConfigError>>, String> {
+    let repo = gix::open(repo).map_err(|e| format!("cannot open the repository: {e}"))?;
+    let commit = peel(&repo, commit)?;
+    Ok(definition(&commit)?.map(|found| {
+        found.map(|(spec, text)| {
+            let source = source_of(&commit, repo_name, refname, text);
+            (spec, source)
+        })
+    }))
+}
+
+/// The source stage of `commit`: its id, ref and variables.
+fn source_of(
+    commit: &gix::Commit<'_>,
+    repo_name: &str,
+    refname: &str,
+    definition: String,
+) -> Source {
     let mut variables = BTreeMap::new();
-    variables.insert("CommitId".to_string(), new_id.to_string());
+    variables.insert("CommitId".to_string(), commit.id.to_string());
     variables.insert("RepositoryName".to_string(), repo_name.to_string());
     if let Some(branch) = refname.strip_prefix("refs/heads/") {
         variables.insert("BranchName".to_string(), branch.to_string());
@@ -117,15 +151,12 @@ pub fn for_push(
             variables.insert("AuthorDate".to_string(), rfc3339(time.seconds));
         }
     }
-    Ok(PushOutcome::Start(
-        Box::new(spec),
-        Source {
-            commit: new_id.to_string(),
-            refname: refname.to_string(),
-            variables,
-            definition: text,
-        },
-    ))
+    Source {
+        commit: commit.id.to_string(),
+        refname: refname.to_string(),
+        variables,
+        definition,
+    }
 }
 
 /// The `pipeline.yml` of `commit` in the repository at `repo`: `None` when it has none,
