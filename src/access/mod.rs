@@ -36,6 +36,8 @@ pub const KNOWN_ACTIONS: &[&str] = &[
     "build:stop",
     "param:read",
     "param:write",
+    "agent:manage",
+    "agent:read",
     "pipeline:start",
     "pipeline:approve",
     "pipeline:stop",

@@ -4,6 +4,7 @@
 //! Every command has `--help`; list-style output has `--json`. Commands write to the
 //! SSH channel's stdout and stderr and return an exit status.
 
+mod agent;
 mod audit;
 mod branch;
 mod build;
@@ -154,6 +155,9 @@ enum Command {
     /// The parameter store (values for builds and webhook secrets).
     #[command(subcommand)]
     Param(param::ParamCommand),
+    /// Deploy agents: registration tokens, the registered agents.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
     /// Pipelines of pipeline.yml: status, approvals, stop, retry, rollback.
     #[command(subcommand)]
     Pipeline(pipeline::PipelineCommand),
@@ -172,6 +176,7 @@ pub fn metric_name(argv: &[String]) -> &'static str {
         Some("build") => "build",
         Some("param") => "param",
         Some("pipeline") => "pipeline",
+        Some("agent") => "agent",
         _ => "unknown",
     }
 }
@@ -215,6 +220,7 @@ pub async fn run(ctx: &CommandContext<'_>, argv: Vec<String>, out: Out<'_>, err:
         Command::Build(cmd) => build::run(ctx, cmd, out).await,
         Command::Param(cmd) => param::run(ctx, cmd).await,
         Command::Pipeline(cmd) => pipeline::run(ctx, cmd, out).await,
+        Command::Agent(cmd) => agent::run(ctx, cmd).await,
     };
     match result {
         Ok(text) => {

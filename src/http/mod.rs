@@ -1,5 +1,7 @@
-//! The HTTP listener (actix-web): `/metrics` and `/healthz`. The agent API and the
-//! dashboard join it with their issues.
+//! The HTTP listener (actix-web): `/metrics`, `/healthz` and the deploy agents' API
+//! ([`agent_api`]). The dashboard joins it with its issue.
+
+mod agent_api;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -41,6 +43,7 @@ pub fn start(
             .app_data(data.clone())
             .route("/metrics", web::get().to(metrics))
             .route("/healthz", web::get().to(healthz))
+            .configure(agent_api::routes)
     })
     .workers(1)
     .disable_signals()

@@ -10,6 +10,7 @@ mod peers;
 
 mod access;
 mod admin_config;
+mod agents;
 mod audit;
 mod auth;
 mod bad_input;

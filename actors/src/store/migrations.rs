@@ -220,6 +220,30 @@ const MIGRATIONS: &[(i64, &str)] = &[
     );
     "#,
     ),
+    (
+        7,
+        r#"
+    -- One-time registration tokens for deploy agents (only their SHA-256 is kept).
+    CREATE TABLE agent_tokens (
+        token_sha256 TEXT PRIMARY KEY,
+        tags         TEXT NOT NULL,         -- JSON {key: value} the agent gets
+        created      REAL NOT NULL,
+        created_by   TEXT NOT NULL,
+        expires      REAL NOT NULL,
+        used         REAL,
+        used_by      TEXT                   -- the agent that registered with it
+    );
+    -- Registered deploy agents; the credential is kept as its SHA-256.
+    CREATE TABLE agents (
+        name              TEXT PRIMARY KEY,
+        credential_sha256 TEXT NOT NULL UNIQUE,
+        tags              TEXT NOT NULL,    -- JSON {key: value}
+        version           TEXT NOT NULL,
+        registered        REAL NOT NULL,
+        last_seen         REAL NOT NULL
+    );
+    "#,
+    ),
 ];
 
 pub(super) fn apply(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {

@@ -5,6 +5,7 @@
 //! `tokio::task::spawn_blocking`. Schema changes are numbered migrations in
 //! [`migrations`], applied in order at open and recorded in `schema_version`.
 
+mod agents;
 mod audit;
 mod builds;
 mod cache;
@@ -17,6 +18,7 @@ mod pipelines;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+pub use agents::{AgentRow, RegisterRefused};
 pub use audit::{AuditEntry, AuditFilter, AuditKind};
 pub use builds::{ArtifactRef, ArtifactRow, BuildPlan, BuildRow, NewBuild, PlanInput};
 pub use cache::CacheRow;

@@ -10,7 +10,7 @@ fn open_twice_keeps_data_and_schema() {
     store.audit(&entry).unwrap();
     drop(store);
     let store = Store::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 6);
+    assert_eq!(store.schema_version().unwrap(), 7);
     let rows = store.audit_list(&AuditFilter::default()).unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].user.as_deref(), Some("alice"));
@@ -278,4 +278,51 @@ fn only_queued_builds_are_stopped_in_the_transaction() {
         store.build(running.id).unwrap().unwrap().status,
         "IN_PROGRESS"
     );
+}
+
+/// A registration token works once, before it expires, and gives its tags; the agent
+/// is then found by its credential's hash, and removing it ends that.
+#[test]
+fn agent_tokens_register_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    let tags: std::collections::BTreeMap<String, String> =
+        [("role".to_string(), "web".to_string())].into();
+    let future = now() + 3600.0;
+    store
+        .agent_token_create("t1", &tags, "admin", future)
+        .unwrap();
+    store
+        .agent_token_create("t2", &tags, "admin", now() - 1.0)
+        .unwrap();
+    let a = store
+        .agent_register("t1", "web-1", "c1", "0.1")
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.tags, tags);
+    assert_eq!(
+        store.agent_register("t1", "web-2", "c2", "0.1").unwrap(),
+        Err(RegisterRefused::TokenUsed("web-1".into()))
+    );
+    assert_eq!(
+        store.agent_register("t2", "web-2", "c2", "0.1").unwrap(),
+        Err(RegisterRefused::TokenExpired)
+    );
+    assert_eq!(
+        store.agent_register("nope", "web-2", "c2", "0.1").unwrap(),
+        Err(RegisterRefused::UnknownToken)
+    );
+    store
+        .agent_token_create("t3", &tags, "admin", future)
+        .unwrap();
+    assert_eq!(
+        store.agent_register("t3", "web-1", "c3", "0.1").unwrap(),
+        Err(RegisterRefused::NameTaken("web-1".into()))
+    );
+    assert_eq!(
+        store.agent_by_credential("c1").unwrap().unwrap().name,
+        "web-1"
+    );
+    assert!(store.agent_remove("web-1").unwrap());
+    assert!(store.agent_by_credential("c1").unwrap().is_none());
 }
