@@ -629,7 +629,18 @@ async fn start(ctx: &CommandContext<'_>, pipeline: &str, rev: Option<String>) ->
     let resolved = blocking("resolving a ref", move || {
         let refname = match rev {
             None => repos.head_ref(&r)?,
-            Some(rev) if rev.starts_with("refs/") => rev,
+            // An existing ref, exactly: no revision expressions (`main~5`).
+            Some(rev) if rev.starts_with("refs/heads/") || rev.starts_with("refs/tags/") => {
+                if !repos.ref_exists(&r, &rev)? {
+                    return Ok(Err(format!("`{rev}` does not exist in `{r}`")));
+                }
+                rev
+            }
+            Some(rev) if rev.starts_with("refs/") => {
+                return Ok(Err(format!(
+                    "`{rev}`: give a branch or a tag (refs/heads/… or refs/tags/…)"
+                )))
+            }
             Some(rev) => {
                 let branch = format!("refs/heads/{rev}");
                 let tag = format!("refs/tags/{rev}");

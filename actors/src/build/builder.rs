@@ -597,8 +597,11 @@ async fn run_one(
     {
         let st = store.clone();
         let event_id = build.event_id;
-        let pushed = tokio::task::spawn_blocking(move || {
-            let _ = st.build_started(id);
+        let started = tokio::task::spawn_blocking(move || {
+            // Only a build still queued starts (a pipeline may have stopped it meanwhile).
+            if !st.build_started(id).unwrap_or(true) {
+                return None;
+            }
             // When the push that triggered it was stored, for the latency metric.
             let event = event_id.and_then(|e| {
                 st.events(&EventFilter {
@@ -610,17 +613,20 @@ async fn run_one(
                 .and_then(|v| v.into_iter().next())
                 .filter(|ev| ev.id == e)
             });
-            event.and_then(|ev| {
+            Some(event.and_then(|ev| {
                 time::OffsetDateTime::parse(
                     &ev.time,
                     &time::format_description::well_known::Rfc3339,
                 )
                 .ok()
-            })
+            }))
         })
         .await
-        .ok()
-        .flatten();
+        .unwrap_or(Some(None));
+        let Some(pushed) = started else {
+            tracing::info!(build = id, "the build was stopped before it started");
+            return;
+        };
         if let Some(t) = pushed {
             let waited = (time::OffsetDateTime::now_utc() - t).as_seconds_f64();
             metrics.push_to_build_start_seconds.observe(waited.max(0.0));

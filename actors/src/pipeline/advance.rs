@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::effects::{action_event, stage_event, Effects};
 use super::lifecycle::{
-    abandon_running, end_execution, retry_stage, rollback_execution, start_execution,
+    end_execution, fail_execution, retry_stage, rollback_execution, start_execution,
 };
 use super::spec::{ExecutionMode, OnFailure, PipelineSpec, Stage};
 use crate::compose::ServerInfo;
@@ -106,9 +106,13 @@ pub(super) struct Pass<'a, 'b> {
 
 /// One pass over every active execution, repeated while something moves (bounded).
 pub fn advance_all(t: &PipelineTx<'_>, env: &Env<'_>, fx: &mut Effects) -> Result<(), StoreError> {
+    let mut skip = std::collections::HashSet::new();
     for _ in 0..32 {
         let mut moved = false;
         for e in t.active_executions()? {
+            if skip.contains(&e.id) {
+                continue;
+            }
             // An earlier step of this pass may have changed it.
             let Some(mut e) = t.execution(e.id)? else {
                 continue;
@@ -135,21 +139,32 @@ pub fn advance_all(t: &PipelineTx<'_>, env: &Env<'_>, fx: &mut Effects) -> Resul
                     t.undo_step()?;
                     fx.rewind(mark);
                     tracing::error!(execution = e.id, pipeline = %e.pipeline, error = %err, "cannot move an execution on; it fails");
-                    if let Some(mut e) = t.execution(e.id)? {
-                        let reason = format!(
-                            "slipway could not move it on ({err}); the server log has details"
-                        );
-                        end_execution(
-                            t,
-                            fx,
-                            &mut e,
-                            "FAILED",
-                            Some("slipway"),
-                            Some(reason),
-                            env.now,
-                        )?;
-                        moved = true;
+                    // Failing it is a step of its own: if even that cannot be done, it
+                    // is left alone for this pass and the others still move.
+                    let mark = fx.mark();
+                    t.begin_step()?;
+                    let failed = match t.execution(e.id) {
+                        Ok(Some(mut e)) => {
+                            let reason = format!(
+                                "slipway could not move it on ({err}); the server log has details"
+                            );
+                            fail_execution(t, fx, &mut e, reason, env.now)
+                        }
+                        Ok(None) => Ok(()),
+                        Err(e) => Err(e),
+                    };
+                    match failed {
+                        Ok(()) => {
+                            t.end_step()?;
+                            moved = true;
+                        }
+                        Err(again) => {
+                            t.undo_step()?;
+                            fx.rewind(mark);
+                            tracing::error!(execution = e.id, error = %again, "cannot fail the execution either; skipping it in this pass");
+                        }
                     }
+                    skip.insert(e.id);
                 }
             }
         }
@@ -166,18 +181,7 @@ impl Pass<'_, '_> {
             Ok(s) => s,
             Err(why) => {
                 let reason = format!("its pipeline.yml no longer reads: {why}");
-                if e.entered {
-                    abandon_running(self.t, self.fx, e, &reason, Some("slipway"), self.env.now)?;
-                }
-                end_execution(
-                    self.t,
-                    self.fx,
-                    e,
-                    "FAILED",
-                    Some("slipway"),
-                    Some(reason),
-                    self.env.now,
-                )?;
+                fail_execution(self.t, self.fx, e, reason, self.env.now)?;
                 return Ok(true);
             }
         };

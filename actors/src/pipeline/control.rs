@@ -302,7 +302,13 @@ pub fn retry(
         let spec = spec_of(specs, &e)?;
         let idx = stage_index(&spec, &e, stage)? as i64;
         if e.status == "STOPPED" && !e.entered && e.stage == idx {
-            // Stopped while waiting in front of this stage: it waits there again.
+            // Stopped while waiting in front of this stage: it waits there again —
+            // unless a newer execution went through it meanwhile.
+            if e.mode != "parallel" && t.newer_entered(&e.pipeline, e.id, stage)? {
+                return Err(ControlError::Refused(format!(
+                    "a newer execution has entered stage `{stage}` since execution {execution} stopped in front of it; it can no longer continue (start a new one, or roll the stage back)"
+                )));
+            }
             audit(
                 t,
                 user,

@@ -179,11 +179,38 @@ pub fn abandon_running(
         a.reason = Some(why.to_string());
         t.put_action(&a)?;
         if let Some(b) = a.build_id {
-            if !t.stop_queued_build(b, why)? {
-                fx.stop_builds.push(b);
-            }
+            // A queued build is ended here, in this transaction, so it can never start
+            // after a crash; the builder is told as well, in case it is starting it
+            // right now (its start only takes a build that is still queued).
+            t.stop_queued_build(b, why)?;
+            fx.stop_builds.push(b);
         }
         fx.emit(t, action_event(e, &stage, &a, actor))?;
     }
     Ok(())
+}
+
+/// Fails `e` for a reason outside its actions (its definition no longer reads, a step
+/// could not be carried out): running actions are abandoned (their builds stopped), the
+/// stage it is in fails, and so does the execution.
+pub fn fail_execution(
+    t: &PipelineTx<'_>,
+    fx: &mut Effects,
+    e: &mut ExecutionRow,
+    reason: String,
+    now: f64,
+) -> Result<(), StoreError> {
+    if e.entered {
+        abandon_running(t, fx, e, &reason, Some("slipway"), now)?;
+        if let Some(mut stage) = t.stage(e.id, e.stage)? {
+            if matches!(stage.status.as_str(), "IN_PROGRESS" | "STOPPING") {
+                stage.status = "FAILED".into();
+                stage.ended = Some(now);
+                stage.reason = Some(reason.clone());
+                t.put_stage(&stage)?;
+                fx.emit(t, stage_event(e, &stage, Some("slipway")))?;
+            }
+        }
+    }
+    end_execution(t, fx, e, "FAILED", Some("slipway"), Some(reason), now)
 }

@@ -70,8 +70,9 @@ pub fn for_push(
         .unwrap_or_else(|| "main".to_string());
     // Which pushes start an execution is the default branch's decision: another branch
     // cannot join the pipeline (its locks, its rollback targets) by editing its own
-    // copy of the triggers. Without a pipeline on the default branch, the pushed
-    // commit's triggers decide.
+    // copy of the triggers. When the default branch has no pipeline.yml, the pushed
+    // commit's triggers decide; when it is missing or its file is invalid, only the
+    // default branch triggers.
     let default_ref = format!("refs/heads/{default_branch}");
     let triggers = if refname == default_ref {
         spec.triggers.clone()
@@ -208,11 +209,12 @@ fn definition(commit: &gix::Commit<'_>) -> Result<Option<Definition>, String> {
 
 /// What the default branch says about triggers.
 enum DefaultPipeline {
-    /// The branch, or its pipeline.yml, does not exist.
+    /// The branch has no pipeline.yml: the pushed commit's triggers decide.
     Absent,
     /// Its pipeline.yml's triggers.
     Valid(Vec<super::triggers::Trigger>),
-    /// Its pipeline.yml does not validate: nothing but the default branch triggers.
+    /// The branch is missing or its pipeline.yml does not validate: nothing but the
+    /// default branch itself triggers.
     Invalid,
 }
 
@@ -220,11 +222,13 @@ fn default_definition(
     repo: &gix::Repository,
     default_ref: &str,
 ) -> Result<DefaultPipeline, String> {
+    // A default branch that does not exist (deleted, or HEAD names a branch never
+    // pushed) cannot vouch for anyone: only its own pushes would trigger.
     let Some(mut reference) = repo
         .try_find_reference(default_ref)
         .map_err(|e| format!("reading {default_ref}: {e}"))?
     else {
-        return Ok(DefaultPipeline::Absent);
+        return Ok(DefaultPipeline::Invalid);
     };
     let commit = reference
         .peel_to_commit()
@@ -496,6 +500,10 @@ mod tests {
             panic!("main's triggers now include feature/*");
         };
         assert_eq!(spec.stages[0].actions[0].name, "compile");
+        // A default branch that does not exist vouches for nobody.
+        git(dir, &["symbolic-ref", "HEAD", "refs/heads/trunk"]);
+        let outcome = for_push(dir, "app", "refs/heads/feature/x", &main, &feature).unwrap();
+        assert!(matches!(outcome, PushOutcome::NotTriggered), "{outcome:?}");
         // Without a pipeline on the default branch, the pushed file decides.
         let e = tempfile::tempdir().unwrap();
         git(e.path(), &["init", "-q", "-b", "main"]);

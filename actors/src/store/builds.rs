@@ -189,14 +189,14 @@ impl Store {
         Ok(rows)
     }
 
-    /// Marks a build started.
-    pub fn build_started(&self, id: i64) -> Result<(), StoreError> {
+    /// Marks a build started; answers whether it was still queued (a build stopped
+    /// before it started stays stopped).
+    pub fn build_started(&self, id: i64) -> Result<bool, StoreError> {
         let conn = self.lock();
-        conn.execute(
-            "UPDATE builds SET status = 'IN_PROGRESS', started = ?2 WHERE id = ?1",
+        Ok(conn.execute(
+            "UPDATE builds SET status = 'IN_PROGRESS', started = ?2 WHERE id = ?1 AND status = 'QUEUED'",
             rusqlite::params![id, now()],
-        )?;
-        Ok(())
+        )? > 0)
     }
 
     /// Stores the test report summaries of build `id`.
