@@ -17,6 +17,7 @@ pub mod build;
 pub mod bus;
 pub mod compose;
 pub mod config;
+pub mod deploy;
 pub mod failpoints;
 pub mod metrics;
 pub mod notify;

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use slipway_actors::config::builds::{parse_builds_yaml, BuildsConfig, BUILDS_FILE};
+use slipway_actors::config::deploy::{parse_deploy_yaml, DeployConfig, DEPLOY_FILE};
 use slipway_actors::config::rules::{parse_rules_yaml, RulesConfig, RulesContext, RULES_FILE};
 
 use crate::access::{parse_access_yaml, AccessConfig, ConfigError};
@@ -34,6 +35,8 @@ pub struct ConfigFiles {
     pub rules: Arc<RulesConfig>,
     /// `builds.yaml` (defaults when the file does not exist).
     pub builds: Arc<BuildsConfig>,
+    /// `deploy.yaml` (no applications when the file does not exist).
+    pub deploy: Arc<DeployConfig>,
 }
 
 /// A validated configuration and the commit it came from.
@@ -45,6 +48,8 @@ pub struct AdminConfig {
     pub rules: Arc<RulesConfig>,
     /// `builds.yaml`.
     pub builds: Arc<BuildsConfig>,
+    /// `deploy.yaml`.
+    pub deploy: Arc<DeployConfig>,
     /// The admin commit it was read from.
     pub commit: String,
     /// Key fingerprint → user name, for authentication without scanning.
@@ -110,10 +115,19 @@ pub async fn load_at(
             parse_builds_yaml(BUILDS_FILE, &text)?
         }
     };
+    let deploy = match read_file_at(git, repo, rev, DEPLOY_FILE, quarantine).await? {
+        None => DeployConfig::default(),
+        Some(bytes) => {
+            let text =
+                String::from_utf8(bytes).map_err(|_| LoadError::NotText { file: DEPLOY_FILE })?;
+            parse_deploy_yaml(DEPLOY_FILE, &text)?
+        }
+    };
     Ok(ConfigFiles {
         access,
         rules: Arc::new(rules),
         builds: Arc::new(builds),
+        deploy: Arc::new(deploy),
     })
 }
 
@@ -126,6 +140,7 @@ pub async fn load_current(git: &str, repo: &Path) -> Result<AdminConfig, LoadErr
         access: files.access,
         rules: files.rules,
         builds: files.builds,
+        deploy: files.deploy,
         commit,
         keys,
     })
@@ -212,5 +227,100 @@ impl AdminState {
     /// Puts `config` in force for every later request.
     pub fn replace(&self, config: AdminConfig) {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIClNSwlLOKV1n7gN5ORwrQv0ItlVvibQURHxkB4k8rLr admin@test";
+
+    fn git(repo: &Path, args: &[&str], input: Option<&[u8]>) -> String {
+        use std::io::Write;
+        let mut child = std::process::Command::new("git")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.test")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.test")
+            .arg("--git-dir")
+            .arg(repo)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("git runs");
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin
+            .write_all(input.unwrap_or_default())
+            .expect("git reads");
+        drop(stdin);
+        let out = child.wait_with_output().expect("git ends");
+        assert!(out.status.success(), "git {args:?} failed");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A commit in a new bare repository holding a valid access.yaml and `files`.
+    fn admin_commit(dir: &Path, files: &[(&str, &[u8])]) -> (std::path::PathBuf, String) {
+        let repo = dir.join("admin.git");
+        let status = std::process::Command::new("git")
+            .args(["init", "--quiet", "--bare"])
+            .arg(&repo)
+            .status()
+            .expect("git init runs");
+        assert!(status.success());
+        let access = seed_access_yaml("root", KEY);
+        let mut tree = String::new();
+        for (name, bytes) in [(ACCESS_FILE, access.as_bytes())]
+            .into_iter()
+            .chain(files.iter().copied())
+        {
+            let blob = git(&repo, &["hash-object", "-w", "--stdin"], Some(bytes));
+            tree.push_str(&format!("100644 blob {blob}\t{name}\n"));
+        }
+        let tree = git(&repo, &["mktree"], Some(tree.as_bytes()));
+        let commit = git(&repo, &["commit-tree", &tree, "-m", "config"], None);
+        (repo, commit)
+    }
+
+    async fn load(files: &[(&str, &[u8])]) -> Result<ConfigFiles, LoadError> {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (repo, commit) = admin_commit(dir.path(), files);
+        load_at("git", &repo, &commit, None).await
+    }
+
+    #[tokio::test]
+    async fn deploy_yaml_is_optional() {
+        let files = load(&[]).await.unwrap();
+        assert!(files.deploy.applications.is_empty());
+    }
+
+    #[tokio::test]
+    async fn deploy_yaml_is_loaded() {
+        let text = "applications:\n  web:\n    groups:\n      prod:\n        tags: [[\"role=web\"]]\n        config: all-at-once\n";
+        let files = load(&[(DEPLOY_FILE, text.as_bytes())]).await.unwrap();
+        let group = files.deploy.group("web", "prod").expect("web/prod");
+        assert_eq!(
+            group.config,
+            slipway_actors::config::deploy::DeploymentConfig::AllAtOnce
+        );
+    }
+
+    /// What a push of an invalid deploy.yaml to the admin repository is refused with.
+    #[tokio::test]
+    async fn an_invalid_deploy_yaml_is_refused_with_its_location() {
+        let text = "applications:\n  web:\n    groups:\n      prod:\n        tags: [[\"role=web\"]]\n        config: two-at-a-time\n";
+        let err = load(&[(DEPLOY_FILE, text.as_bytes())]).await.unwrap_err();
+        assert!(matches!(err, LoadError::Invalid(_)), "{err:?}");
+        let message = err.to_string();
+        assert!(message.starts_with("deploy.yaml:6:17: "), "{message}");
+        assert!(message.contains("must be one-at-a-time"), "{message}");
+
+        let err = load(&[(DEPLOY_FILE, b"\xff\xfe")]).await.unwrap_err();
+        assert!(
+            matches!(err, LoadError::NotText { file: DEPLOY_FILE }),
+            "{err:?}"
+        );
     }
 }

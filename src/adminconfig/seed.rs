@@ -93,4 +93,16 @@ mod tests {
         .unwrap();
         assert!(builds.for_repo("app-api").may_read("/app/token"));
     }
+
+    #[test]
+    fn example_deploy_yaml_parses() {
+        let deploy = slipway_actors::config::deploy::parse_deploy_yaml(
+            "etc/deploy.yaml",
+            include_str!("../../etc/deploy.yaml"),
+        )
+        .unwrap();
+        let prod = deploy.group("web", "prod").unwrap();
+        assert_eq!(prod.alarms.len(), 3);
+        assert!(deploy.group("web", "staging").is_some());
+    }
 }

@@ -474,3 +474,18 @@ fn init_again_changes_nothing() {
         .fails()
         .says("Permission denied");
 }
+
+/// deploy.yaml is checked like the other admin files: a mistake is refused at its
+/// line and column, a valid file is applied.
+#[test]
+fn deploy_yaml_is_validated_on_push() {
+    let s = Server::start();
+    let bad = "applications:\n  web:\n    groups:\n      prod:\n        tags: [[\"role=web\"]]\n        config: { min-healthy: { percent: 150 } }\n";
+    let out = s.push_admin_file("deploy.yaml", bad).fails();
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(text.contains("deploy.yaml:6:"), "{text}");
+    let good = bad.replace("150", "75");
+    s.push_admin_file("deploy.yaml", &good)
+        .ok()
+        .says("configuration applied");
+}

@@ -4,6 +4,7 @@
 //! deserialization is reported at its own line and column (see [`checked_str`]).
 
 pub mod builds;
+pub mod deploy;
 pub mod rules;
 pub mod settings;
 

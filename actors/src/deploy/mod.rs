@@ -1,0 +1,18 @@
+//! Deployments: a build's artifact carried to a deployment group's hosts, host by host,
+//! as CodeDeploy does for EC2/on-premises in-place deployments.
+//!
+//! - [`plan`]: the pure rules: which agents a group's tags select, how many hosts must
+//!   stay healthy under a deployment configuration, in which order hosts are deployed,
+//!   and a [`plan::Plan`] that, given what the hosts have reported so far, names the
+//!   hosts to start next and decides success or failure.
+//!
+//! The groups and their settings come from `deploy.yaml` in the admin repository
+//! ([`crate::config::deploy`]).
+//!
+//! Invariant: nothing here does I/O or keeps state between calls; the supervisor stores
+//! a deployment's hosts and their results and asks [`plan::Plan::step`] again after every
+//! change, so a restart simply asks again.
+
+pub mod plan;
+
+pub use plan::{Decision, HostInfo, HostProgress, Plan, PlanError, Requirement, RevisionHealth};
