@@ -19,6 +19,7 @@
 //! - [`executor`]: runs one lifecycle event of one deployment (what a server command
 //!   asks for) and reports it as [`diagnostics::Diagnostics`].
 //! - [`local`]: `slipway-agent local`, the whole in-place lifecycle on this host.
+//! - [`server`]: registering with the server and the long-poll loop.
 #![deny(missing_docs)]
 
 pub mod appspec;
@@ -33,4 +34,5 @@ pub mod paths;
 pub mod permissions;
 pub mod script;
 pub mod scriptlog;
+pub mod server;
 pub mod state;

@@ -11,6 +11,7 @@ use slipway_agent::executor::Executor;
 use slipway_agent::local::{self, LocalRequest};
 use slipway_agent::paths::HostRoot;
 use slipway_agent::script::ScriptOptions;
+use slipway_agent::server;
 use slipway_agent::state::StateDir;
 
 /// The slipway deploy agent: runs appspec.yml lifecycle events on this host.
@@ -27,6 +28,48 @@ enum Command {
     /// DownloadBundle, BeforeInstall, Install, AfterInstall, ApplicationStart,
     /// ValidateService), to troubleshoot an appspec and its scripts without a server.
     Local(LocalArgs),
+    /// Registers this host with a slipway server using a one-time token from
+    /// `ssh … agent token create`; keeps the credential in the state directory.
+    Register(RegisterArgs),
+    /// Connects to the server and waits for lifecycle commands (long-polling) until
+    /// stopped (SIGTERM or Ctrl-C).
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServerArgs {
+    /// The agent's state directory (registration, archives, logs)
+    /// [default: /var/lib/slipway-agent as root, else ~/.local/state/slipway-agent].
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+    /// Allow plain http:// to a server that is not on loopback (the credential then
+    /// crosses the network unencrypted).
+    #[arg(long)]
+    allow_insecure_http: bool,
+    /// An extra CA certificate (PEM) to trust for the server's https:// certificate.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct RegisterArgs {
+    /// The server's HTTP address, e.g. https://ci.example.com:8443.
+    #[arg(long, value_name = "URL")]
+    server: String,
+    /// The one-time registration token.
+    #[arg(long, value_name = "TOKEN")]
+    token: String,
+    /// This agent's name (default: the host name).
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    #[command(flatten)]
+    common: ServerArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    common: ServerArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -78,7 +121,90 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
         Command::Local(args) => run_local(args),
+        Command::Register(args) => register(args),
+        Command::Run(args) => run_agent(args),
     }
+}
+
+fn state_dir(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match arg {
+        Some(dir) => Ok(dir),
+        None => local::default_state_dir()
+            .context("cannot tell where the state directory goes (no HOME); pass --state DIR"),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn client(base: &str, common: &ServerArgs) -> anyhow::Result<server::Client> {
+    let ca = match &common.ca {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
+        }
+        None => None,
+    };
+    Ok(server::Client::new(base, ca.as_deref())?)
+}
+
+fn register(args: RegisterArgs) -> anyhow::Result<bool> {
+    let state = state_dir(args.common.state.clone())?;
+    let base = server::check_url(&args.server, args.common.allow_insecure_http)?;
+    let name = match args.name {
+        Some(n) => n,
+        None => nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .context("cannot read the host name; pass --name NAME")?,
+    };
+    let client = client(&base, &args.common)?;
+    let registration = runtime()?.block_on(client.register(args.token.trim(), &name))?;
+    registration.save(&state)?;
+    let tags: Vec<String> = registration
+        .tags
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    println!(
+        "registered as {} with tags [{}]; start it with: slipway-agent run --state {}",
+        registration.name,
+        tags.join(", "),
+        state.display()
+    );
+    Ok(true)
+}
+
+fn run_agent(args: RunArgs) -> anyhow::Result<bool> {
+    let state = state_dir(args.common.state.clone())?;
+    let registration = server::Registration::load(&state)?;
+    let base = server::check_url(&registration.server, args.common.allow_insecure_http)?;
+    let client = client(&base, &args.common)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let stop = async {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return std::future::pending().await,
+                };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        };
+        eprintln!(
+            "slipway-agent {} polling {} as {}",
+            env!("CARGO_PKG_VERSION"),
+            base,
+            registration.name
+        );
+        server::run(&client, &registration, stop).await
+    })?;
+    Ok(true)
 }
 
 fn run_local(args: LocalArgs) -> anyhow::Result<bool> {

@@ -117,3 +117,83 @@ fn agents_register_with_one_time_tokens() {
         .fails()
         .says("no agent named");
 }
+
+/// The `slipway-agent` binary built beside `slipway` (`cargo test --workspace` builds
+/// both; alone, run `cargo build -p slipway-agent` first).
+fn agent_binary() -> std::path::PathBuf {
+    let path = std::path::Path::new(SLIPWAY)
+        .parent()
+        .expect("the binary has a directory")
+        .join("slipway-agent");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p slipway-agent` (cargo test --workspace builds it)",
+        path.display()
+    );
+    path
+}
+
+/// The real agent registers with a token, keeps its credential private, polls (so it
+/// shows as connected), and stops with a clear message once it is removed.
+#[test]
+fn the_agent_registers_polls_and_stops_when_removed() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Server::start();
+    let token = s
+        .ssh(&s.admin, "agent token create --tag role=api")
+        .ok()
+        .stdout
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let state = s.scratch("agent-state");
+    let server = format!("http://127.0.0.1:{}", s.http_port);
+    let register = |token: &str| {
+        run(std::process::Command::new(agent_binary())
+            .args([
+                "register", "--server", &server, "--token", token, "--name", "api-1",
+            ])
+            .arg("--state")
+            .arg(&state))
+    };
+    register(&token)
+        .ok()
+        .says("registered as api-1 with tags [role=api]");
+    let mode = std::fs::metadata(state.join("agent.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    register(&token).fails().says("already used");
+
+    let mut agent = std::process::Command::new(agent_binary())
+        .args(["run", "--state"])
+        .arg(&state)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the agent starts");
+    let connected = eventually(Duration::from_secs(30), || {
+        let list = s.ssh(&s.admin, "agent list --json").ok().stdout;
+        list.contains("\"api-1\"") && list.contains("\"connected\": true")
+    });
+    assert!(connected, "{}", s.log_text());
+    s.ssh(&s.admin, "agent remove api-1").ok();
+    // The poll in flight ends within its 20 s; the next one is refused.
+    let ended = eventually(Duration::from_secs(60), || {
+        agent.try_wait().ok().flatten().is_some()
+    });
+    if !ended {
+        let _ = agent.kill();
+    }
+    let out = agent.wait_with_output().unwrap();
+    assert!(ended, "the agent kept running after its removal");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no longer accepts this agent's credential"),
+        "{err}"
+    );
+}
