@@ -17,6 +17,7 @@ use crate::compose::ServerInfo;
 use crate::config::builds::BuildsConfig;
 use crate::config::rules::RulesConfig;
 use crate::config::settings::{BuildSettings, NotifySettings, WebhookSettings};
+use crate::deploy::supervisor::{Supervisor as DeploySupervisor, Wake as DeployWake};
 use crate::failpoints::Failpoints;
 use crate::metrics::RuntimeMetrics;
 use crate::notify::{Channels, Mailer, Notifier};
@@ -64,6 +65,8 @@ pub struct Runtime {
     reaper: Addr<BranchReaper>,
     builder: Addr<Builder>,
     conductor: Addr<Conductor>,
+    deployments: Addr<DeploySupervisor>,
+    agents_wake: Arc<tokio::sync::Notify>,
     outlets: Outlets,
     specs: Arc<SpecCache>,
     builds_dir: std::path::PathBuf,
@@ -182,6 +185,18 @@ impl Runtime {
                 )
             })
         };
+        let agents_wake = Arc::new(tokio::sync::Notify::new());
+        let deployments = {
+            let (store, bus, wake, metrics) = (
+                deps.store.clone(),
+                bus.clone(),
+                agents_wake.clone(),
+                metrics.clone(),
+            );
+            Supervisor::start(move |_| {
+                DeploySupervisor::new(store.clone(), bus.clone(), wake.clone(), metrics.clone())
+            })
+        };
         bus.do_send(Subscribe(rules.clone().recipient()));
         bus.do_send(Subscribe(builder.clone().recipient()));
         bus.do_send(Subscribe(conductor.clone().recipient()));
@@ -191,6 +206,8 @@ impl Runtime {
             reaper,
             builder,
             conductor,
+            deployments,
+            agents_wake,
             outlets,
             specs,
             builds_dir: deps.builds_dir,
@@ -251,6 +268,28 @@ impl Runtime {
         self.outlets.deliver(outcome.effects);
         self.conductor.do_send(Wake);
         Ok(outcome.message)
+    }
+
+    /// Lets the deployment supervisor look at its deployments now (one was created or
+    /// stopped, an agent reported).
+    pub fn deployments_changed(&self) {
+        self.deployments.do_send(DeployWake);
+    }
+
+    /// Announces what a deployment command stored (events) and lets the supervisor look.
+    pub fn deployments_announce(&self, effects: crate::deploy::advance::Effects) {
+        if !effects.events.is_empty() {
+            self.bus.do_send(crate::bus::Stored(effects.events));
+        }
+        if effects.commands_ready {
+            self.agents_wake.notify_waiters();
+        }
+        self.deployments.do_send(DeployWake);
+    }
+
+    /// Notified whenever lifecycle commands become ready for agents.
+    pub fn agents_wake(&self) -> Arc<tokio::sync::Notify> {
+        self.agents_wake.clone()
     }
 
     /// Reaps one repository now.

@@ -8,6 +8,7 @@ mod agent;
 mod audit;
 mod branch;
 mod build;
+mod deploy;
 mod events;
 mod param;
 mod pipeline;
@@ -155,6 +156,9 @@ enum Command {
     /// The parameter store (values for builds and webhook secrets).
     #[command(subcommand)]
     Param(param::ParamCommand),
+    /// Deployments of a build's artifact to a deployment group's agents.
+    #[command(subcommand)]
+    Deploy(deploy::DeployCommand),
     /// Deploy agents: registration tokens, the registered agents.
     #[command(subcommand)]
     Agent(agent::AgentCommand),
@@ -177,6 +181,7 @@ pub fn metric_name(argv: &[String]) -> &'static str {
         Some("param") => "param",
         Some("pipeline") => "pipeline",
         Some("agent") => "agent",
+        Some("deploy") => "deploy",
         _ => "unknown",
     }
 }
@@ -221,6 +226,7 @@ pub async fn run(ctx: &CommandContext<'_>, argv: Vec<String>, out: Out<'_>, err:
         Command::Param(cmd) => param::run(ctx, cmd).await,
         Command::Pipeline(cmd) => pipeline::run(ctx, cmd, out).await,
         Command::Agent(cmd) => agent::run(ctx, cmd).await,
+        Command::Deploy(cmd) => deploy::run(ctx, cmd).await,
     };
     match result {
         Ok(text) => {

@@ -4,8 +4,16 @@
 //!   a one-time token (from `agent token create`) buys a credential; the token's tags
 //!   become the agent's.
 //! - `POST /api/agent/poll` (header `Authorization: Bearer CREDENTIAL`) `{version}`:
-//!   the agent's long-poll; records that it was seen and answers `204 No Content` when
-//!   there is nothing to do within `wait` seconds (query parameter, at most 30).
+//!   the agent's long-poll; records that it was seen and answers
+//!   `{command: {id, deployment_id, event}}` (one lifecycle event) or `204 No Content`
+//!   when there is nothing to do within `wait` seconds (query parameter, at most 30).
+//! - `POST /api/agent/commands/ID/ack` → `{status}`: IN_PROGRESS means run it; anything
+//!   else means it already ended or was cancelled.
+//! - `POST /api/agent/commands/ID/complete` `{status, diagnostics: {error_code,
+//!   script_name, message, log}}`.
+//! - `GET /api/agent/deployments/ID`: what the agent needs (ids, bundle, commit).
+//! - `GET /api/agent/bundles/SHA256`: the revision zip, only for the hosts of a
+//!   deployment of it.
 //!
 //! Credentials are compared by their SHA-256 (stored that way); a removed agent's
 //! credential stops working at once. Errors are `{ "error": "…" }` saying what to do.
@@ -182,17 +190,217 @@ async fn poll(
         .map(Duration::from_secs)
         .unwrap_or(MAX_WAIT)
         .min(MAX_WAIT);
-    // Deployments hand out lifecycle commands here (issue 6); until then there is
-    // never anything to do, and the poll is held for `wait`.
-    tokio::time::sleep(wait).await;
-    HttpResponse::NoContent().finish()
+    let deadline = tokio::time::Instant::now() + wait;
+    let wake = state.runtime.agents_wake();
+    loop {
+        // Listen before looking, so a command made ready in between is not missed.
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let (store, name) = (state.store.clone(), agent.name.clone());
+        match tokio::task::spawn_blocking(move || store.next_command(&name)).await {
+            Ok(Ok(Some(command))) => {
+                tracing::debug!(agent = %agent.name, command = command.id, event = %command.event, "command dispatched");
+                return HttpResponse::Ok().json(serde_json::json!({
+                    "command": {
+                        "id": command.id,
+                        "deployment_id": command.deployment_id,
+                        "event": command.event,
+                    }
+                }));
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot read agent commands");
+                return internal();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "agent command task failed");
+                return internal();
+            }
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(deadline) => return HttpResponse::NoContent().finish(),
+        }
+    }
+}
+
+fn internal() -> HttpResponse {
+    error(
+        actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error; the server log has details",
+    )
+}
+
+#[derive(Deserialize)]
+struct Complete {
+    status: String,
+    #[serde(default)]
+    diagnostics: Diagnostics,
+}
+
+#[derive(Deserialize, Default)]
+struct Diagnostics {
+    #[serde(default)]
+    error_code: i64,
+    #[serde(default)]
+    script_name: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    log: Option<String>,
+}
+
+/// Bounds what an agent sends back (the log is its last 2 KB; allow some slack).
+fn bounded(text: Option<String>, max: usize) -> Option<String> {
+    text.map(|t| {
+        if t.len() <= max {
+            t
+        } else {
+            let mut end = t.len() - max;
+            while !t.is_char_boundary(end) {
+                end += 1;
+            }
+            t[end..].to_string()
+        }
+    })
+}
+
+async fn ack(
+    state: web::Data<Arc<ServerState>>,
+    req: HttpRequest,
+    path: web::Path<i64>,
+) -> HttpResponse {
+    let agent = match authenticate(&state, &req).await {
+        Ok(a) => a,
+        Err(response) => return response,
+    };
+    let (store, id) = (state.store.clone(), path.into_inner());
+    match tokio::task::spawn_blocking(move || store.ack_command(&agent.name, id)).await {
+        Ok(Ok(Some(status))) => HttpResponse::Ok().json(serde_json::json!({ "status": status })),
+        Ok(Ok(None)) => error(
+            actix_web::http::StatusCode::NOT_FOUND,
+            format!("command {id} is not this agent's"),
+        ),
+        _ => internal(),
+    }
+}
+
+async fn complete(
+    state: web::Data<Arc<ServerState>>,
+    req: HttpRequest,
+    path: web::Path<i64>,
+    body: web::Json<Complete>,
+) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let agent = match authenticate(&state, &req).await {
+        Ok(a) => a,
+        Err(response) => return response,
+    };
+    let body = body.into_inner();
+    if !matches!(body.status.as_str(), "SUCCEEDED" | "FAILED" | "SKIPPED") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "status must be SUCCEEDED, FAILED or SKIPPED",
+        );
+    }
+    let report = slipway_actors::store::CommandReport {
+        status: body.status,
+        error_code: body.diagnostics.error_code,
+        script: bounded(body.diagnostics.script_name, 512),
+        message: bounded(body.diagnostics.message, 2048),
+        log: bounded(body.diagnostics.log, 4096),
+    };
+    let (store, id, name) = (state.store.clone(), path.into_inner(), agent.name.clone());
+    match tokio::task::spawn_blocking(move || store.complete_command(&name, id, &report)).await {
+        Ok(Ok(true)) => {
+            state.runtime.deployments_changed();
+            HttpResponse::Ok().json(serde_json::json!({ "accepted": true }))
+        }
+        Ok(Ok(false)) => error(
+            StatusCode::CONFLICT,
+            format!("command {id} is not running on this agent (ended, cancelled or not its own)"),
+        ),
+        _ => internal(),
+    }
+}
+
+async fn deployment(
+    state: web::Data<Arc<ServerState>>,
+    req: HttpRequest,
+    path: web::Path<i64>,
+) -> HttpResponse {
+    let agent = match authenticate(&state, &req).await {
+        Ok(a) => a,
+        Err(response) => return response,
+    };
+    let (store, id) = (state.store.clone(), path.into_inner());
+    match tokio::task::spawn_blocking(move || store.agent_deployment(&agent.name, id)).await {
+        Ok(Ok(Some(d))) => HttpResponse::Ok().json(serde_json::json!({
+            "deployment_id": format!("d-{}", d.id),
+            "application": d.application,
+            "group": d.group_name,
+            "group_id": format!("{}.{}", d.application, d.group_name),
+            "bundle_sha256": d.bundle_sha256,
+            "bundle_commit": d.commit,
+            "file_exists_behavior": d.settings["file_exists_behavior"].as_str().unwrap_or("DISALLOW"),
+        })),
+        Ok(Ok(None)) => error(
+            actix_web::http::StatusCode::NOT_FOUND,
+            format!("deployment {id} has no such host"),
+        ),
+        _ => internal(),
+    }
+}
+
+async fn bundle(
+    state: web::Data<Arc<ServerState>>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let agent = match authenticate(&state, &req).await {
+        Ok(a) => a,
+        Err(response) => return response,
+    };
+    let sha = path.into_inner();
+    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return error(actix_web::http::StatusCode::BAD_REQUEST, "not a SHA-256");
+    }
+    let (store, s2, name) = (state.store.clone(), sha.clone(), agent.name.clone());
+    match tokio::task::spawn_blocking(move || store.agent_may_fetch(&name, &s2)).await {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => {
+            return error(
+                actix_web::http::StatusCode::NOT_FOUND,
+                "no deployment of this agent uses that bundle",
+            )
+        }
+        _ => return internal(),
+    }
+    let runtime = state.runtime.clone();
+    match tokio::task::spawn_blocking(move || runtime.artifact(&sha)).await {
+        Ok(Ok(zip)) => HttpResponse::Ok().content_type("application/zip").body(zip),
+        Ok(Err(e)) => {
+            tracing::error!(agent = %agent.name, error = %e, "bundle refused");
+            internal()
+        }
+        Err(_) => internal(),
+    }
 }
 
 /// Adds the agent API's routes.
 pub fn routes(config: &mut web::ServiceConfig) {
     config
         .route("/api/agent/register", web::post().to(register))
-        .route("/api/agent/poll", web::post().to(poll));
+        .route("/api/agent/poll", web::post().to(poll))
+        .route("/api/agent/commands/{id}/ack", web::post().to(ack))
+        .route(
+            "/api/agent/commands/{id}/complete",
+            web::post().to(complete),
+        )
+        .route("/api/agent/deployments/{id}", web::get().to(deployment))
+        .route("/api/agent/bundles/{sha256}", web::get().to(bundle));
 }
 
 #[cfg(test)]

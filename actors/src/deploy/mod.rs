@@ -13,6 +13,11 @@
 //! a deployment's hosts and their results and asks [`plan::Plan::step`] again after every
 //! change, so a restart simply asks again.
 
+pub mod advance;
 pub mod plan;
+pub mod supervisor;
 
 pub use plan::{Decision, HostInfo, HostProgress, Plan, PlanError, Requirement, RevisionHealth};
+
+#[cfg(test)]
+mod tests;

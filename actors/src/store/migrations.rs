@@ -244,6 +244,72 @@ const MIGRATIONS: &[(i64, &str)] = &[
     );
     "#,
     ),
+    (
+        8,
+        r#"
+    CREATE TABLE deployments (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        application   TEXT    NOT NULL,
+        group_name    TEXT    NOT NULL,
+        build_id      INTEGER,
+        artifact      TEXT,
+        bundle_sha256 TEXT    NOT NULL,       -- the revision (a sealed artifact zip)
+        commit_id     TEXT    NOT NULL,
+        status        TEXT    NOT NULL,       -- QUEUED | IN_PROGRESS | BAKING | SUCCEEDED | FAILED | STOPPED
+        creator       TEXT    NOT NULL,       -- a user, `rollback`, `pipeline/NAME`
+        rollback_of   INTEGER,                -- the deployment this one rolls back
+        rollback_id   INTEGER,                -- the deployment that rolled this one back
+        settings      TEXT    NOT NULL,       -- JSON: the group's settings when it was created
+        created       REAL    NOT NULL,
+        started       REAL,
+        ended         REAL,
+        bake_until    REAL,
+        reason        TEXT
+    );
+    CREATE INDEX deployments_group ON deployments(application, group_name, id);
+    CREATE INDEX deployments_status ON deployments(status);
+    -- The hosts (agents) of a deployment.
+    CREATE TABLE deployment_hosts (
+        deployment_id  INTEGER NOT NULL REFERENCES deployments(id),
+        agent          TEXT    NOT NULL,
+        status         TEXT    NOT NULL,      -- PENDING | IN_PROGRESS | SUCCEEDED | FAILED | SKIPPED
+        healthy_before INTEGER NOT NULL,
+        revision_before TEXT,
+        started        REAL,
+        ended          REAL,
+        reason         TEXT,
+        PRIMARY KEY (deployment_id, agent)
+    );
+    -- One lifecycle event on one host; its id is the command id agents see.
+    CREATE TABLE host_events (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        deployment_id INTEGER NOT NULL REFERENCES deployments(id),
+        agent         TEXT    NOT NULL,
+        event         TEXT    NOT NULL,
+        seq           INTEGER NOT NULL,
+        status        TEXT    NOT NULL,       -- PENDING | READY | DISPATCHED | IN_PROGRESS | SUCCEEDED | FAILED | SKIPPED | CANCELLED
+        dispatched    REAL,
+        started       REAL,
+        ended         REAL,
+        error_code    INTEGER,
+        script        TEXT,
+        message       TEXT,
+        log           TEXT,
+        UNIQUE (deployment_id, agent, event)
+    );
+    CREATE INDEX host_events_agent ON host_events(agent, status);
+    -- Each group's hosts: healthy after their last deployment, and the revision they run.
+    CREATE TABLE group_hosts (
+        application   TEXT    NOT NULL,
+        group_name    TEXT    NOT NULL,
+        agent         TEXT    NOT NULL,
+        healthy       INTEGER NOT NULL,
+        revision      TEXT,
+        deployment_id INTEGER,
+        PRIMARY KEY (application, group_name, agent)
+    );
+    "#,
+    ),
 ];
 
 pub(super) fn apply(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {

@@ -9,6 +9,7 @@ mod agents;
 mod audit;
 mod builds;
 mod cache;
+mod deployments;
 mod events;
 mod migrations;
 mod outbox;
@@ -22,6 +23,9 @@ pub use agents::{AgentRow, RegisterRefused};
 pub use audit::{AuditEntry, AuditFilter, AuditKind};
 pub use builds::{ArtifactRef, ArtifactRow, BuildPlan, BuildRow, NewBuild, PlanInput};
 pub use cache::CacheRow;
+pub use deployments::{
+    CommandReport, DeployTx, DeploymentRow, EventRow, GroupHostRow, HostRow, NewDeployment,
+};
 pub use events::{Event, EventFilter, NewEvent};
 pub use outbox::{Delivery, NewDelivery, OutboxStats};
 pub use params::ParamRow;

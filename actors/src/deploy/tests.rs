@@ -1,0 +1,209 @@
+//! The supervisor's passes against a real store, with agents simulated through the
+//! same store calls the HTTP API makes (take, acknowledge, complete a command).
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::advance::{advance_all, Effects, IN_PLACE};
+use crate::store::{CommandReport, NewDeployment, Store, StoreError};
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    (dir, store)
+}
+
+fn agent(store: &Store, name: &str, role: &str) {
+    let tags: BTreeMap<String, String> = [("role".to_string(), role.to_string())].into();
+    let token = format!("token-{name}");
+    store
+        .agent_token_create(&token, &tags, "admin", f64::MAX)
+        .unwrap();
+    store
+        .agent_register(&token, name, &format!("cred-{name}"), "0.1")
+        .unwrap()
+        .unwrap();
+}
+
+fn deploy(store: &Store, config: serde_json::Value, auto_rollback: bool, bundle: &str) -> i64 {
+    store
+        .deploy_tx(|t| {
+            t.insert_deployment(&NewDeployment {
+                application: "web".into(),
+                group_name: "prod".into(),
+                build_id: Some(1),
+                artifact: Some("primary".into()),
+                bundle_sha256: bundle.into(),
+                commit: "c".repeat(40),
+                creator: "alice".into(),
+                rollback_of: None,
+                settings: json!({
+                    "config": config,
+                    "tags": [["role=web"]],
+                    "auto_rollback": { "failure": auto_rollback, "alarm": false, "stop": false },
+                    "bake_seconds": 0.0,
+                    "file_exists_behavior": "DISALLOW",
+                }),
+            })
+        })
+        .map(|d| d.id)
+        .unwrap()
+}
+
+fn pass(store: &Store) {
+    store
+        .deploy_tx(|t| {
+            let mut fx = Effects::default();
+            advance_all(t, &mut fx, now())?;
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Runs passes and lets every agent answer its commands until nothing moves; `fails`
+/// names (deployment, agent, event) that fail. Answers the order in which hosts started.
+fn run_to_end(store: &Store, agents: &[&str], fails: &[(i64, &str, &str)]) -> Vec<String> {
+    let mut started = Vec::new();
+    for _ in 0..200 {
+        pass(store);
+        let mut any = false;
+        for a in agents {
+            store.agent_seen(a, "0.1").unwrap();
+            if let Some(c) = store.next_command(a).unwrap() {
+                any = true;
+                if c.event == IN_PLACE[0] {
+                    started.push(a.to_string());
+                }
+                assert_eq!(
+                    store.ack_command(a, c.id).unwrap().as_deref(),
+                    Some("IN_PROGRESS")
+                );
+                let failed = fails.contains(&(c.deployment_id, a, c.event.as_str()));
+                let report = CommandReport {
+                    status: if failed { "FAILED" } else { "SUCCEEDED" }.into(),
+                    error_code: if failed { 4 } else { 0 },
+                    script: failed.then(|| "scripts/check.sh".into()),
+                    message: failed.then(|| "exited with 1".into()),
+                    log: failed.then(|| "[stdout] not healthy".into()),
+                };
+                assert!(store.complete_command(a, c.id, &report).unwrap());
+            }
+        }
+        if !any {
+            pass(store);
+            if (0..3).all(|_| {
+                agents
+                    .iter()
+                    .all(|a| store.next_command(a).unwrap().is_none())
+            }) {
+                break;
+            }
+        }
+    }
+    started
+}
+
+#[test]
+fn all_at_once_runs_every_event_on_every_host_in_order() {
+    let (_d, store) = store();
+    for a in ["w1", "w2", "w3"] {
+        agent(&store, a, "web");
+    }
+    agent(&store, "db1", "db");
+    let id = deploy(&store, json!("all-at-once"), false, "b1");
+    run_to_end(&store, &["w1", "w2", "w3", "db1"], &[]);
+    let d = store.deployment(id).unwrap().unwrap();
+    assert_eq!(d.status, "SUCCEEDED", "{d:?}");
+    let (hosts, events) = store
+        .deploy_tx(|t| Ok::<_, StoreError>((t.hosts(id)?, t.events(id)?)))
+        .unwrap();
+    let names: Vec<&str> = hosts.iter().map(|h| h.agent.as_str()).collect();
+    assert_eq!(names, ["w1", "w2", "w3"], "the db host is not in the group");
+    assert!(events.iter().all(|e| e.status == "SUCCEEDED"));
+    for h in ["w1", "w2", "w3"] {
+        let mine: Vec<&str> = events
+            .iter()
+            .filter(|e| e.agent == h)
+            .map(|e| e.event.as_str())
+            .collect();
+        assert_eq!(mine, IN_PLACE);
+    }
+}
+
+#[test]
+fn one_at_a_time_goes_host_by_host_and_failed_hosts_go_first_next_time() {
+    let (_d, store) = store();
+    for a in ["w1", "w2", "w3"] {
+        agent(&store, a, "web");
+    }
+    let first = deploy(&store, json!("all-at-once"), false, "b1");
+    run_to_end(
+        &store,
+        &["w1", "w2", "w3"],
+        &[(first, "w2", "ValidateService")],
+    );
+    // All at once: one host failing still leaves successes.
+    assert_eq!(
+        store.deployment(first).unwrap().unwrap().status,
+        "SUCCEEDED"
+    );
+    let second = deploy(&store, json!("one-at-a-time"), false, "b2");
+    let order = run_to_end(&store, &["w1", "w2", "w3"], &[]);
+    assert_eq!(order.first().map(String::as_str), Some("w2"), "{order:?}");
+    assert_eq!(order.len(), 3);
+    assert_eq!(
+        store.deployment(second).unwrap().unwrap().status,
+        "SUCCEEDED"
+    );
+}
+
+#[test]
+fn a_failed_deployment_rolls_back_to_the_last_good_revision() {
+    let (_d, store) = store();
+    for a in ["w1", "w2"] {
+        agent(&store, a, "web");
+    }
+    let good = deploy(&store, json!("one-at-a-time"), true, "good");
+    run_to_end(&store, &["w1", "w2"], &[]);
+    assert_eq!(store.deployment(good).unwrap().unwrap().status, "SUCCEEDED");
+    let bad = deploy(&store, json!("one-at-a-time"), true, "bad");
+    run_to_end(
+        &store,
+        &["w1", "w2"],
+        &[
+            (bad, "w1", "ValidateService"),
+            (bad, "w2", "ValidateService"),
+        ],
+    );
+    let bad_row = store.deployment(bad).unwrap().unwrap();
+    assert_eq!(bad_row.status, "FAILED", "{bad_row:?}");
+    let reason = bad_row.reason.unwrap();
+    assert!(reason.contains("rolling back"), "{reason}");
+    let rollback = store
+        .deployment(bad_row.rollback_id.unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(rollback.bundle_sha256, "good");
+    assert_eq!(rollback.rollback_of, Some(bad));
+    assert_eq!(rollback.creator, "rollback");
+    assert_eq!(rollback.status, "SUCCEEDED", "{rollback:?}");
+}
+
+#[test]
+fn without_a_matching_agent_the_deployment_fails_with_the_reason() {
+    let (_d, store) = store();
+    agent(&store, "db1", "db");
+    let id = deploy(&store, json!("one-at-a-time"), true, "b1");
+    pass(&store);
+    let d = store.deployment(id).unwrap().unwrap();
+    assert_eq!(d.status, "FAILED");
+    assert!(d.reason.unwrap().contains("no registered agent matches"));
+}

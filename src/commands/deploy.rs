@@ -1,0 +1,342 @@
+//! `deploy create|list|status|stop`: deployments of a build's artifact to a deployment
+//! group's agents (deploy.yaml).
+//!
+//! Actions on `deploy:APPLICATION/GROUP`: `deploy:create`, `deploy:stop`, and
+//! `deploy:read` to list and show. Creating also needs `git:pull` on the build's
+//! repository.
+
+use clap::Subcommand;
+use slipway_actors::deploy::advance::{
+    end_deployment, maybe_roll_back, settings_json, Effects, IN_PLACE,
+};
+use slipway_actors::store::{
+    AuditEntry, AuditKind, DeploymentRow, NewDeployment, NewEvent, StoreError,
+};
+
+use super::{json, CommandContext, CommandError, CommandResult};
+use crate::access::Resource;
+
+#[derive(Subcommand)]
+pub enum DeployCommand {
+    /// Deploy a build's artifact to a deployment group (deploy.yaml).
+    Create {
+        /// The application.
+        application: String,
+        /// The deployment group.
+        group: String,
+        /// The build whose artifact is the revision (it must have succeeded).
+        #[arg(long)]
+        build: i64,
+        /// The artifact: `primary` (default) or a secondary artifact's identifier.
+        #[arg(long, default_value = "primary")]
+        artifact: String,
+    },
+    /// List recent deployments you may read.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a deployment: each host's lifecycle events.
+    Status {
+        /// The deployment id.
+        id: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a deployment: nothing new starts (hosts already changed stay changed); the
+    /// group's auto-rollback on stop applies.
+    Stop {
+        /// The deployment id.
+        id: i64,
+    },
+}
+
+fn resource(app: &str, group: &str) -> Resource {
+    Resource::other("deploy", &format!("{app}/{group}"))
+}
+
+fn may(ctx: &CommandContext<'_>, action: &str, resource: &Resource) -> bool {
+    ctx.state
+        .admin
+        .get()
+        .access
+        .evaluate(&ctx.identity.user, action, resource)
+        .allowed()
+}
+
+fn need(
+    ctx: &CommandContext<'_>,
+    action: &str,
+    app: &str,
+    group: &str,
+) -> Result<(), CommandError> {
+    if may(ctx, action, &resource(app, group)) {
+        Ok(())
+    } else {
+        Err(CommandError::new(format!(
+            "you ({}) may not do that: {action} on deploy:{app}/{group} is needed",
+            ctx.identity.user
+        )))
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, CommandError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CommandError::internal(what, e))?
+        .map_err(|e| CommandError::internal(what, e))
+}
+
+async fn readable(ctx: &CommandContext<'_>, id: i64) -> Result<DeploymentRow, CommandError> {
+    let store = ctx.state.store.clone();
+    blocking("reading a deployment", move || store.deployment(id))
+        .await?
+        .filter(|d| may(ctx, "deploy:read", &resource(&d.application, &d.group_name)))
+        .ok_or_else(|| {
+            CommandError::new(format!(
+                "deployment {id} not found (or you may not read its group)"
+            ))
+        })
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(8)]
+}
+
+fn line(d: &DeploymentRow) -> String {
+    format!(
+        "#{:<5} {:<11} {}/{} build {} ({}) by {}{}\n",
+        d.id,
+        d.status,
+        d.application,
+        d.group_name,
+        d.build_id
+            .map(|b| b.to_string())
+            .unwrap_or_else(|| "-".into()),
+        short(&d.commit),
+        d.creator,
+        d.reason
+            .as_deref()
+            .map(|r| format!("  ({r})"))
+            .unwrap_or_default()
+    )
+}
+
+pub async fn run(ctx: &CommandContext<'_>, cmd: DeployCommand) -> CommandResult {
+    let store = ctx.state.store.clone();
+    let user = ctx.identity.user.clone();
+    match cmd {
+        DeployCommand::Create {
+            application,
+            group,
+            build,
+            artifact,
+        } => {
+            need(ctx, "deploy:create", &application, &group)?;
+            let config = ctx.state.admin.get().deploy.clone();
+            let Some(settings) = config.group(&application, &group) else {
+                return Err(CommandError::new(format!(
+                    "deploy.yaml has no group `{group}` in application `{application}`; add it in the admin repository"
+                )));
+            };
+            let settings = settings_json(settings);
+            let s = store.clone();
+            let (b, artifacts) = blocking("reading a build", move || {
+                Ok((s.build(build)?, s.artifacts(build)?))
+            })
+            .await?;
+            let b = b
+                .filter(|b| may(ctx, "git:pull", &Resource::repo(&b.repo)))
+                .ok_or_else(|| {
+                    CommandError::new(format!(
+                        "build {build} not found (or you may not read its repository)"
+                    ))
+                })?;
+            if b.status != "SUCCEEDED" {
+                return Err(CommandError::new(format!(
+                    "build {build} ended {}; deploy a build that succeeded",
+                    b.status
+                )));
+            }
+            let Some(a) = artifacts.iter().find(|a| a.name == artifact) else {
+                return Err(CommandError::new(format!(
+                    "build {build} has no artifact `{artifact}`; give its buildspec an `artifacts` section"
+                )));
+            };
+            let new = NewDeployment {
+                application: application.clone(),
+                group_name: group.clone(),
+                build_id: Some(build),
+                artifact: Some(artifact.clone()),
+                bundle_sha256: a.sha256.clone(),
+                commit: b.commit.clone(),
+                creator: user.clone(),
+                rollback_of: None,
+                settings,
+            };
+            let (d, effects) = blocking("creating a deployment", move || {
+                store.deploy_tx(|t| {
+                    let d = t.insert_deployment(&new)?;
+                    let mut entry = AuditEntry::new(AuditKind::Command, "ok");
+                    entry.user = Some(user.clone());
+                    entry.action = Some("deploy:create".into());
+                    entry.detail = Some(
+                        serde_json::json!({ "deployment": d.id, "application": d.application, "group": d.group_name, "build": build })
+                            .to_string(),
+                    );
+                    t.audit(&entry)?;
+                    let mut fx = Effects::default();
+                    fx.emit(
+                        t,
+                        NewEvent {
+                            source: "deploy".into(),
+                            kind: "deployment-state-change".into(),
+                            actor: Some(user.clone()),
+                            repo: Some(b.repo.clone()),
+                            refname: b.refname.clone(),
+                            state: Some("CREATED".into()),
+                            detail: serde_json::json!({ "deployment": d.id, "application": d.application, "group": d.group_name, "build_id": build, "commit": d.commit }),
+                        },
+                    )?;
+                    Ok((d, fx))
+                })
+            })
+            .await?;
+            ctx.state.runtime.deployments_announce(effects);
+            Ok(format!(
+                "created deployment {} of build {build} ({}) to {application}/{group}\nwatch it:  ssh … deploy status {}\n",
+                d.id,
+                short(&d.commit),
+                d.id
+            ))
+        }
+        DeployCommand::List {
+            limit,
+            json: as_json,
+        } => {
+            let list = blocking("listing deployments", move || {
+                store.deployments_recent(limit.clamp(1, 1000) * 4)
+            })
+            .await?;
+            let visible: Vec<DeploymentRow> = list
+                .into_iter()
+                .filter(|d| may(ctx, "deploy:read", &resource(&d.application, &d.group_name)))
+                .take(limit)
+                .collect();
+            if as_json {
+                return json(&visible);
+            }
+            Ok(visible.iter().map(line).collect())
+        }
+        DeployCommand::Status { id, json: as_json } => {
+            let d = readable(ctx, id).await?;
+            let s = store.clone();
+            let (hosts, events) = blocking("reading a deployment", move || {
+                s.deploy_tx(|t| Ok::<_, StoreError>((t.hosts(id)?, t.events(id)?)))
+            })
+            .await?;
+            if as_json {
+                return json(&serde_json::json!({
+                    "deployment": d,
+                    "hosts": hosts,
+                    "events": events,
+                }));
+            }
+            let mut text = line(&d);
+            let width = 9;
+            text.push_str(&format!("\n{:<16}{:<11}", "host", "status"));
+            for e in IN_PLACE {
+                let short: String = e.chars().filter(|c| c.is_ascii_uppercase()).collect();
+                text.push_str(&format!("{short:<width$}"));
+            }
+            text.push('\n');
+            for h in &hosts {
+                text.push_str(&format!("{:<16}{:<11}", h.agent, h.status));
+                for e in IN_PLACE {
+                    let status = events
+                        .iter()
+                        .find(|x| x.agent == h.agent && x.event == e)
+                        .map(|x| x.status.as_str())
+                        .unwrap_or("-");
+                    text.push_str(&format!("{status:<width$}"));
+                }
+                text.push('\n');
+            }
+            text.push_str("\n(AS ApplicationStop, DB DownloadBundle, BI BeforeInstall, I Install, AI AfterInstall, AS ApplicationStart, VS ValidateService)\n");
+            for e in events.iter().filter(|e| e.status == "FAILED") {
+                text.push_str(&format!(
+                    "\n{} {} failed (code {}{}): {}\n",
+                    e.agent,
+                    e.event,
+                    e.error_code.unwrap_or(0),
+                    e.script
+                        .as_deref()
+                        .map(|s| format!(", {s}"))
+                        .unwrap_or_default(),
+                    e.message.as_deref().unwrap_or("")
+                ));
+                if let Some(log) = e.log.as_deref().filter(|l| !l.is_empty()) {
+                    for l in log.lines() {
+                        text.push_str(&format!("  {l}\n"));
+                    }
+                }
+            }
+            Ok(text)
+        }
+        DeployCommand::Stop { id } => {
+            let d = readable(ctx, id).await?;
+            need(ctx, "deploy:stop", &d.application, &d.group_name)?;
+            let (message, effects) = blocking("stopping a deployment", move || {
+                store.deploy_tx(|t| {
+                    let mut fx = Effects::default();
+                    let Some(mut d) = t.deployment(id)?.filter(|d| d.active()) else {
+                        return Ok((
+                            format!("deployment {id} is not running; nothing to stop"),
+                            fx,
+                        ));
+                    };
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|x| x.as_secs_f64())
+                        .unwrap_or(0.0);
+                    for mut e in t.events(id)? {
+                        if matches!(e.status.as_str(), "PENDING" | "READY" | "DISPATCHED") {
+                            e.status = "SKIPPED".into();
+                            t.update_event(&e)?;
+                        }
+                    }
+                    for mut h in t.hosts(id)? {
+                        if h.status == "PENDING" {
+                            h.status = "SKIPPED".into();
+                            h.reason = Some("the deployment was stopped".into());
+                            t.put_host(&h)?;
+                        }
+                    }
+                    let mut why = format!("stopped by {user}");
+                    if let Some(more) = maybe_roll_back(t, &mut fx, &mut d, "stop", now)? {
+                        why.push_str("; ");
+                        why.push_str(&more);
+                    }
+                    end_deployment(t, &mut fx, &mut d, "STOPPED", Some(why.clone()), now)?;
+                    let mut entry = AuditEntry::new(AuditKind::Command, "ok");
+                    entry.user = Some(user.clone());
+                    entry.action = Some("deploy:stop".into());
+                    entry.detail = Some(serde_json::json!({ "deployment": id }).to_string());
+                    t.audit(&entry)?;
+                    Ok((format!("deployment {id}: {why}"), fx))
+                })
+            })
+            .await?;
+            ctx.state.runtime.deployments_announce(effects);
+            Ok(message + "\n")
+        }
+    }
+}
