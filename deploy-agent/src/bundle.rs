@@ -1,12 +1,19 @@
-//! Staging a revision bundle: copying a directory into a deployment's archive.
+//! Staging a revision bundle into a deployment's archive: copying a directory
+//! (`slipway-agent local`) or unpacking the zip file the server sends ([`stage_zip`]).
 //!
 //! Symlinks are copied as symlinks and never followed, so a bundle cannot pull host
 //! files into the archive. The copy is made next to the archive and renamed into place,
-//! so an archive either is complete or does not exist.
+//! so an archive either is complete or does not exist. A zip from the server is held to
+//! more: its SHA-256 must be the one announced, its size is capped, and no entry or
+//! symlink may lead out of the archive.
 
 use std::path::{Path, PathBuf};
 
 use crate::fsutil::{self, Kind};
+
+mod unzip;
+
+pub use unzip::{sha256_file, stage_zip, ZipLimits};
 
 /// A bundle that could not be staged.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +27,45 @@ pub enum BundleError {
     /// The archive already exists.
     #[error("the archive {0} already exists; each deployment needs its own id")]
     Exists(PathBuf),
+    /// The zip's SHA-256 is not the one the server announced.
+    #[error("the bundle's SHA-256 is {actual}, not the {expected} the server announced: it was damaged or changed on the way; refused")]
+    Checksum {
+        /// What the server announced.
+        expected: String,
+        /// What the bytes hash to.
+        actual: String,
+    },
+    /// The zip, or what it unpacks to, is larger than allowed.
+    #[error("the bundle {what} more than the {limit} limit; refused")]
+    TooLarge {
+        /// "is" (the zip) or "unpacks to" (its content).
+        what: &'static str,
+        /// The limit, for people.
+        limit: String,
+    },
+    /// The zip has more entries than allowed.
+    #[error("the bundle has more than {0} entries; refused")]
+    TooManyEntries(usize),
+    /// The file is not a zip that can be read.
+    #[error("the bundle is not a readable zip file: {0}")]
+    NotAZip(String),
+    /// One entry cannot be unpacked safely.
+    #[error("the bundle's entry `{entry}` {reason}; refused")]
+    Entry {
+        /// The entry's name (escaped for display).
+        entry: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Reading the zip or writing what it holds failed.
+    #[error("cannot unpack the bundle ({path}): {source}")]
+    Unpack {
+        /// The zip file, or what was being written.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A copy failed.
     #[error("cannot copy {path} into the deployment archive: {source}")]
     Io {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::appspec::{self, FileExistsBehavior};
-use crate::bundle;
+use crate::bundle::{self, ZipLimits};
 use crate::diagnostics::{Diagnostics, ErrorCode};
 use crate::event::{LifecycleEvent, RevisionSource};
 use crate::install::{self, InstallRequest};
@@ -72,7 +72,8 @@ pub struct EventOutcome {
 }
 
 impl EventOutcome {
-    fn new(event: LifecycleEvent, diagnostics: Diagnostics) -> EventOutcome {
+    /// Succeeded or Failed, as `diagnostics`' error code says.
+    pub fn new(event: LifecycleEvent, diagnostics: Diagnostics) -> EventOutcome {
         let status = if diagnostics.error_code.is_success() {
             EventStatus::Succeeded
         } else {
@@ -151,6 +152,40 @@ impl Executor {
             ),
             Ok(Err(e)) => Diagnostics::agent_error(e.to_string()),
             Err(e) => Diagnostics::agent_error(format!("internal error staging the bundle: {e}")),
+        };
+        EventOutcome::new(event, diagnostics)
+    }
+
+    /// DownloadBundle from the server: unpacks the zip file `zip` (already downloaded)
+    /// into the deployment's archive after checking that its SHA-256 is `sha256`.
+    pub async fn stage_zip(
+        &self,
+        deployment: &Deployment,
+        zip: &Path,
+        sha256: &str,
+        limits: ZipLimits,
+    ) -> EventOutcome {
+        let event = LifecycleEvent::DownloadBundle;
+        let group = self.group(deployment);
+        if let Err(e) = group.create_deployment(&deployment.deployment_id) {
+            return EventOutcome::new(event, Diagnostics::agent_error(e.to_string()));
+        }
+        let archive = group.archive(&deployment.deployment_id);
+        let (zip, sha256) = (zip.to_path_buf(), sha256.to_string());
+        let staged = tokio::task::spawn_blocking(move || {
+            bundle::stage_zip(&zip, &sha256, &archive, &limits)
+        })
+        .await;
+        let diagnostics = match staged {
+            Ok(Ok(n)) => Diagnostics::succeeded(
+                format!(
+                    "{} unpacked from the bundle",
+                    count(n, "file or symlink", "files and symlinks")
+                ),
+                String::new(),
+            ),
+            Ok(Err(e)) => Diagnostics::agent_error(e.to_string()),
+            Err(e) => Diagnostics::agent_error(format!("internal error unpacking the bundle: {e}")),
         };
         EventOutcome::new(event, diagnostics)
     }

@@ -12,18 +12,22 @@
 //! - [`paths`]: bundle paths, host paths and the `--root` they are placed under.
 //! - [`state`]: the agent's state directory (archives, cleanup lists, last successful
 //!   revision per deployment group, logs).
-//! - [`bundle`]: copying a bundle directory into a deployment archive.
+//! - [`bundle`]: copying a bundle directory, or unpacking the server's zip file (checked
+//!   against its SHA-256, size-capped, nothing leading out), into a deployment archive.
 //! - [`script`]: running one hook script (process group, timeout, runas, output).
 //! - [`scriptlog`]: the event's script log file and the 2 KB tail that is reported.
 //! - [`install`]: the Install event; [`permissions`] applies `permissions` after it.
 //! - [`executor`]: runs one lifecycle event of one deployment (what a server command
 //!   asks for) and reports it as [`diagnostics::Diagnostics`].
 //! - [`local`]: `slipway-agent local`, the whole in-place lifecycle on this host.
-//! - [`server`]: registering with the server and the long-poll loop.
+//! - [`server`]: registering with the server and the requests of the agent protocol.
+//! - [`commands`]: `slipway-agent run`, the long-poll loop carrying out the server's
+//!   lifecycle commands one at a time; [`tracking`] keeps the one in progress.
 #![deny(missing_docs)]
 
 pub mod appspec;
 pub mod bundle;
+pub mod commands;
 pub mod diagnostics;
 pub mod event;
 pub mod executor;
@@ -36,3 +40,4 @@ pub mod script;
 pub mod scriptlog;
 pub mod server;
 pub mod state;
+pub mod tracking;

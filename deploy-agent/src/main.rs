@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use slipway_agent::commands;
 use slipway_agent::executor::Executor;
 use slipway_agent::local::{self, LocalRequest};
 use slipway_agent::paths::HostRoot;
@@ -31,8 +32,8 @@ enum Command {
     /// Registers this host with a slipway server using a one-time token from
     /// `ssh … agent token create`; keeps the credential in the state directory.
     Register(RegisterArgs),
-    /// Connects to the server and waits for lifecycle commands (long-polling) until
-    /// stopped (SIGTERM or Ctrl-C).
+    /// Connects to the server and carries out its lifecycle commands one at a time
+    /// (long-polling) until stopped (SIGTERM or Ctrl-C).
     Run(RunArgs),
 }
 
@@ -68,6 +69,10 @@ struct RegisterArgs {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
+    /// Put every absolute destination under DIR instead of / (for tests, or several
+    /// agents on one machine).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
     #[command(flatten)]
     common: ServerArgs,
 }
@@ -183,6 +188,8 @@ fn run_agent(args: RunArgs) -> anyhow::Result<bool> {
     let registration = server::Registration::load(&state)?;
     let base = server::check_url(&registration.server, args.common.allow_insecure_http)?;
     let client = client(&base, &args.common)?;
+    let root = HostRoot::new(&args.root)?;
+    let executor = Executor::new(root, StateDir::open(&state)?, ScriptOptions::default());
     let rt = runtime()?;
     rt.block_on(async {
         let stop = async {
@@ -202,7 +209,7 @@ fn run_agent(args: RunArgs) -> anyhow::Result<bool> {
             base,
             registration.name
         );
-        server::run(&client, &registration, stop).await
+        commands::run(&client, &registration, &executor, stop).await
     })?;
     Ok(true)
 }

@@ -1,9 +1,22 @@
 //! Talking to the slipway server: registering with a one-time token, keeping the
-//! credential it returns, and the long-poll loop.
+//! credential it returns, and the requests of the agent protocol (the loop that uses
+//! them is in [`crate::commands`]).
 //!
 //! The credential lives in `STATE/agent.json` (mode 0600) with the server's URL and the
 //! agent's name. Plain `http://` is used only for a loopback server unless the operator
 //! allows it (`--allow-insecure-http`): the credential travels in every request.
+//!
+//! # Protocol (JSON; every request but `register` carries `Authorization: Bearer CREDENTIAL`)
+//!
+//! - `POST /api/agent/poll?wait=20` `{"version"}` → `204`, or `200`
+//!   `{"command": {"id", "deployment_id", "event"}}`; `401`: the credential was refused.
+//! - `POST /api/agent/commands/{id}/ack` `{}` → `{"status"}`; only `IN_PROGRESS` means
+//!   "run it" (`SUCCEEDED`, `FAILED`, `CANCELLED`: it is over, do not run it).
+//! - `GET /api/agent/deployments/{deployment_id}` → `{"deployment_id", "application",
+//!   "group", "group_id", "bundle_sha256", "bundle_commit", "file_exists_behavior"}`.
+//! - `GET /api/agent/bundles/{sha256}` → the revision as a zip file.
+//! - `POST /api/agent/commands/{id}/complete` `{"status": "SUCCEEDED" | "FAILED" |
+//!   "SKIPPED", "diagnostics": {"error_code", "script_name", "message", "log"}}`.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -11,11 +24,23 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::diagnostics::Diagnostics;
+use crate::executor::{EventOutcome, EventStatus};
+
 /// The file holding the registration.
 pub const REGISTRATION_FILE: &str = "agent.json";
 
 /// How long the server may hold a poll; the request timeout is a little longer.
 const POLL_WAIT_SECONDS: u64 = 20;
+
+/// How long a bundle download may take in all.
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// How long a bundle download may go without receiving anything.
+const DOWNLOAD_STALL: Duration = Duration::from_secs(60);
+
+/// The acknowledgement status that means "run it".
+pub const ACK_RUN: &str = "IN_PROGRESS";
 
 /// What went wrong talking to the server.
 #[derive(Debug, thiserror::Error)]
@@ -37,12 +62,69 @@ pub enum ServerError {
     /// The server refused (its message says why).
     #[error("the server refused: {0}")]
     Refused(String),
+    /// The server answered with an error status.
+    #[error("the server answered {status} to {url}: {message}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The server's `error`, or the status's reason.
+        message: String,
+    },
+    /// The server answered something this agent does not understand.
+    #[error("the server at {url} answered something this agent does not understand ({message}); are the agent and the server of matching versions?")]
+    Garbage {
+        /// The URL.
+        url: String,
+        /// What did not parse.
+        message: String,
+    },
+    /// A bundle is larger than the agent accepts.
+    #[error("the bundle at {url} is larger than the {limit} bytes this agent accepts")]
+    TooLarge {
+        /// The URL.
+        url: String,
+        /// The limit.
+        limit: u64,
+    },
+    /// A download could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The credential is no longer valid.
     #[error("the server no longer accepts this agent's credential (it was removed); register again with a new token")]
     Unauthorized,
     /// The state directory could not be read or written.
     #[error("{0}")]
     State(String),
+}
+
+impl ServerError {
+    /// Whether trying again later may work: the server could not be reached or had
+    /// trouble of its own (5xx, 408, 429).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ServerError::Unreachable { .. } => true,
+            ServerError::Status { status, .. } => {
+                *status >= 500 || *status == 408 || *status == 429
+            }
+            _ => false,
+        }
+    }
+
+    /// The HTTP status the server answered, if this is an error status.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ServerError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
 }
 
 /// A registration, as kept in the state directory.
@@ -148,8 +230,95 @@ pub struct Client {
 pub enum Polled {
     /// Nothing to do.
     Nothing,
-    /// A command (its JSON as the server sent it).
-    Command(serde_json::Value),
+    /// A command.
+    Command(CommandRequest),
+}
+
+/// A lifecycle command: run `event` of deployment `deployment_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CommandRequest {
+    /// The command's id (acknowledge and complete it with this).
+    pub id: i64,
+    /// The server's deployment id ([`Client::deployment`] describes it).
+    pub deployment_id: i64,
+    /// The lifecycle event, as named in appspec.yml (kept as text: an event this agent
+    /// does not know is reported, not dropped).
+    pub event: String,
+}
+
+#[derive(Deserialize)]
+struct PollAnswer {
+    command: CommandRequest,
+}
+
+#[derive(Deserialize)]
+struct AckAnswer {
+    status: String,
+}
+
+/// A deployment as the server describes it to the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DeploymentSpec {
+    /// `DEPLOYMENT_ID` (`d-5`).
+    pub deployment_id: String,
+    /// `APPLICATION_NAME`.
+    pub application: String,
+    /// `DEPLOYMENT_GROUP_NAME`.
+    pub group: String,
+    /// `DEPLOYMENT_GROUP_ID` (`web.prod`).
+    pub group_id: String,
+    /// The SHA-256 of the revision's zip file, in hex.
+    pub bundle_sha256: String,
+    /// `BUNDLE_COMMIT`.
+    #[serde(default)]
+    pub bundle_commit: Option<String>,
+    /// `DISALLOW`, `OVERWRITE` or `RETAIN`.
+    #[serde(default)]
+    pub file_exists_behavior: Option<String>,
+}
+
+/// How a command ended, as reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CompletionStatus {
+    /// It succeeded.
+    Succeeded,
+    /// It failed.
+    Failed,
+    /// It had nothing to do.
+    Skipped,
+}
+
+/// The body of `complete`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Completion {
+    /// How it ended.
+    pub status: CompletionStatus,
+    /// The details.
+    pub diagnostics: Diagnostics,
+}
+
+impl Completion {
+    /// A failure of the agent's own work.
+    pub fn agent_error(message: impl Into<String>) -> Completion {
+        Completion {
+            status: CompletionStatus::Failed,
+            diagnostics: Diagnostics::agent_error(message),
+        }
+    }
+}
+
+impl From<EventOutcome> for Completion {
+    fn from(outcome: EventOutcome) -> Completion {
+        Completion {
+            status: match outcome.status {
+                EventStatus::Succeeded => CompletionStatus::Succeeded,
+                EventStatus::Failed => CompletionStatus::Failed,
+                EventStatus::Skipped => CompletionStatus::Skipped,
+            },
+            diagnostics: outcome.diagnostics,
+        }
+    }
 }
 
 fn unreachable(url: &str, e: impl std::fmt::Display) -> ServerError {
@@ -157,6 +326,49 @@ fn unreachable(url: &str, e: impl std::fmt::Display) -> ServerError {
         url: url.to_string(),
         message: e.to_string(),
     }
+}
+
+fn garbage(url: &str, e: impl std::fmt::Display) -> ServerError {
+    ServerError::Garbage {
+        url: url.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Passes a successful response on; turns the others into errors.
+async fn checked(url: &str, response: reqwest::Response) -> Result<reqwest::Response, ServerError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        return Err(ServerError::Unauthorized);
+    }
+    let body = response.bytes().await.unwrap_or_default();
+    let message = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| {
+            status
+                .canonical_reason()
+                .unwrap_or("no reason given")
+                .to_string()
+        });
+    Err(ServerError::Status {
+        url: url.to_string(),
+        status: status.as_u16(),
+        message,
+    })
+}
+
+/// Reads a successful response's JSON body.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    url: &str,
+    response: reqwest::Response,
+) -> Result<T, ServerError> {
+    let response = checked(url, response).await?;
+    let body = response.bytes().await.map_err(|e| unreachable(url, e))?;
+    serde_json::from_slice(&body).map_err(|e| garbage(url, e))
 }
 
 impl Client {
@@ -230,46 +442,139 @@ impl Client {
         match response.status() {
             reqwest::StatusCode::NO_CONTENT => Ok(Polled::Nothing),
             reqwest::StatusCode::UNAUTHORIZED => Err(ServerError::Unauthorized),
-            s if s.is_success() => Ok(Polled::Command(
-                response.json().await.map_err(|e| unreachable(&url, e))?,
-            )),
+            s if s.is_success() => {
+                let answer: PollAnswer = json_body(&url, response).await?;
+                Ok(Polled::Command(answer.command))
+            }
             s => Err(unreachable(&url, format!("it answered {s}"))),
         }
     }
-}
 
-/// Polls until the credential is refused (an error) or `stop` resolves (`Ok`). Network
-/// trouble is retried with a backoff of 1 s doubling to 30 s.
-pub async fn run(
-    client: &Client,
-    registration: &Registration,
-    stop: impl std::future::Future<Output = ()>,
-) -> Result<(), ServerError> {
-    tokio::pin!(stop);
-    let mut backoff = Duration::from_secs(1);
-    loop {
-        let polled = tokio::select! {
-            _ = &mut stop => return Ok(()),
-            polled = client.poll(&registration.credential) => polled,
-        };
-        match polled {
-            Ok(Polled::Nothing) => backoff = Duration::from_secs(1),
-            Ok(Polled::Command(command)) => {
-                backoff = Duration::from_secs(1);
-                // Lifecycle commands arrive with deployments (issue 6).
-                tracing::warn!(%command, "the server sent a command this agent cannot run yet");
-            }
-            Err(ServerError::Unauthorized) => return Err(ServerError::Unauthorized),
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "poll failed");
-                tokio::select! {
-                    _ = &mut stop => return Ok(()),
-                    _ = tokio::time::sleep(backoff) => {}
+    /// Acknowledges command `id`; answers the command's status ([`ACK_RUN`]: run it).
+    pub async fn ack(&self, credential: &str, id: i64) -> Result<String, ServerError> {
+        let url = format!("{}/api/agent/commands/{id}/ack", self.base);
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(credential)
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .map_err(|e| unreachable(&url, e))?;
+        let answer: AckAnswer = json_body(&url, response).await?;
+        Ok(answer.status)
+    }
+
+    /// Reports how command `id` ended.
+    pub async fn complete(
+        &self,
+        credential: &str,
+        id: i64,
+        completion: &Completion,
+    ) -> Result<(), ServerError> {
+        let url = format!("{}/api/agent/commands/{id}/complete", self.base);
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(credential)
+            .json(completion)
+            .send()
+            .await
+            .map_err(|e| unreachable(&url, e))?;
+        checked(&url, response).await.map(drop)
+    }
+
+    /// What the server says about deployment `id`.
+    pub async fn deployment(
+        &self,
+        credential: &str,
+        id: i64,
+    ) -> Result<DeploymentSpec, ServerError> {
+        let url = format!("{}/api/agent/deployments/{id}", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(credential)
+            .send()
+            .await
+            .map_err(|e| unreachable(&url, e))?;
+        json_body(&url, response).await
+    }
+
+    /// Downloads the bundle `sha256` (hex) into the file `dest` (replaced), refusing more
+    /// than `max_bytes`; answers its size. The caller checks the SHA-256. A refused or
+    /// broken download leaves no file.
+    pub async fn download_bundle(
+        &self,
+        credential: &str,
+        sha256: &str,
+        dest: &Path,
+        max_bytes: u64,
+    ) -> Result<u64, ServerError> {
+        let url = format!("{}/api/agent/bundles/{sha256}", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(credential)
+            .timeout(DOWNLOAD_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| unreachable(&url, e))?;
+        let mut response = checked(&url, response).await?;
+        if response.content_length().is_some_and(|n| n > max_bytes) {
+            return Err(ServerError::TooLarge {
+                url,
+                limit: max_bytes,
+            });
+        }
+        let written = write_body(&url, &mut response, dest, max_bytes).await;
+        if written.is_err() {
+            if let Err(e) = tokio::fs::remove_file(dest).await {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %dest.display(), error = %e, "cannot remove a broken download");
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
+        written
     }
+}
+
+/// Writes `response`'s body into `dest`, at most `max_bytes` of it.
+async fn write_body(
+    url: &str,
+    response: &mut reqwest::Response,
+    dest: &Path,
+    max_bytes: u64,
+) -> Result<u64, ServerError> {
+    use tokio::io::AsyncWriteExt;
+    let write_error = |source| ServerError::Write {
+        path: dest.to_path_buf(),
+        source,
+    };
+    let mut file = tokio::fs::File::create(dest).await.map_err(write_error)?;
+    let mut size = 0u64;
+    loop {
+        let chunk = tokio::time::timeout(DOWNLOAD_STALL, response.chunk())
+            .await
+            .map_err(|_| {
+                unreachable(
+                    url,
+                    format!("nothing arrived for {} seconds", DOWNLOAD_STALL.as_secs()),
+                )
+            })?
+            .map_err(|e| unreachable(url, e))?;
+        let Some(chunk) = chunk else { break };
+        size = size.saturating_add(chunk.len() as u64);
+        if size > max_bytes {
+            return Err(ServerError::TooLarge {
+                url: url.to_string(),
+                limit: max_bytes,
+            });
+        }
+        file.write_all(&chunk).await.map_err(write_error)?;
+    }
+    file.sync_all().await.map_err(write_error)?;
+    Ok(size)
 }
 
 #[cfg(test)]

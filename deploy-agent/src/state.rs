@@ -47,6 +47,33 @@ impl Ident {
         }
     }
 
+    /// `value` itself if it is a valid id, otherwise an id made from it (for ids that come
+    /// from the server): each character that may not appear becomes `_`, a leading `.`
+    /// too, and `-` and the first 12 hex digits of the value's SHA-256 are added so that
+    /// different values stay apart.
+    pub fn derive(value: &str) -> Ident {
+        if let Ok(id) = Ident::parse("id", value) {
+            return id;
+        }
+        use sha2::Digest;
+        let digest = hex::encode(sha2::Sha256::digest(value.as_bytes()));
+        let mut safe: String = value
+            .chars()
+            .take(100)
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if safe.starts_with('.') {
+            safe.replace_range(..1, "_");
+        }
+        Ident(format!("{safe}-{}", &digest[..12]))
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -70,6 +97,14 @@ pub enum StateError {
         /// The id given.
         value: String,
     },
+    /// A file the agent keeps cannot be read back.
+    #[error("{path} in the agent's state directory is damaged ({message})")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// The disk said no.
     #[error("cannot {action} {path} in the agent's state directory: {source}; check that the directory is writable by the agent")]
     Io {
@@ -83,7 +118,7 @@ pub enum StateError {
     },
 }
 
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateError {
+pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateError {
     let path = path.to_path_buf();
     move |source| StateError::Io {
         action,
@@ -232,6 +267,21 @@ mod tests {
             let err = Ident::parse("deployment id", bad).unwrap_err();
             assert!(err.to_string().starts_with("deployment id `"), "{err}");
         }
+    }
+
+    #[test]
+    fn server_ids_become_safe_directory_names() {
+        assert_eq!(Ident::derive("d-5").as_str(), "d-5");
+        assert_eq!(Ident::derive("web.prod").as_str(), "web.prod");
+        let odd = Ident::derive("web prod/../x");
+        assert!(odd.as_str().starts_with("web_prod_.._x-"), "{odd}");
+        assert!(Ident::parse("id", odd.as_str()).is_ok(), "{odd}");
+        assert_ne!(odd, Ident::derive("web prod/../y"));
+        for weird in ["", "..", ".", "é"] {
+            let id = Ident::derive(weird);
+            assert!(Ident::parse("id", id.as_str()).is_ok(), "{weird:?} -> {id}");
+        }
+        assert_eq!(Ident::derive(&"x".repeat(300)).as_str().len(), 113);
     }
 
     #[test]

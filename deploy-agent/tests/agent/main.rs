@@ -2,6 +2,7 @@
 //! state directory in a temp dir and runs the real program on bundles it writes.
 
 mod local;
+mod run;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

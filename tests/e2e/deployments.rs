@@ -1,0 +1,229 @@
+//! Deployments with real agent processes on loopback: each agent has its own root and
+//! state directory; the server sequences the lifecycle events.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::*;
+
+/// A running `slipway-agent run`, killed when dropped.
+pub struct Agent {
+    child: Child,
+    pub root: PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn agent_binary() -> PathBuf {
+    let path = Path::new(SLIPWAY)
+        .parent()
+        .expect("the binary has a directory")
+        .join("slipway-agent");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p slipway-agent` (cargo test --workspace builds it)",
+        path.display()
+    );
+    path
+}
+
+/// Registers an agent `name` with `tags` and starts it.
+pub fn start_agent(s: &Server, name: &str, tags: &[&str]) -> Agent {
+    let mut cmd = "agent token create".to_string();
+    for t in tags {
+        cmd.push_str(&format!(" --tag {t}"));
+    }
+    let token = s
+        .ssh(&s.admin, &cmd)
+        .ok()
+        .stdout
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let state = s.scratch(&format!("agent-{name}-state"));
+    let root = s.scratch(&format!("agent-{name}-root"));
+    run(Command::new(agent_binary())
+        .args([
+            "register",
+            "--server",
+            &format!("http://127.0.0.1:{}", s.http_port),
+        ])
+        .args(["--token", &token, "--name", name, "--state"])
+        .arg(&state))
+    .ok();
+    let log = std::fs::File::create(s.dir.path().join(format!("agent-{name}.log"))).unwrap();
+    let child = Command::new(agent_binary())
+        .args(["run", "--state"])
+        .arg(&state)
+        .arg("--root")
+        .arg(&root)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("the agent starts");
+    Agent { child, root }
+}
+
+/// `deploy status ID --json`.
+pub fn deployment_json(s: &Server, id: i64) -> serde_json::Value {
+    let out = s
+        .ssh(&s.admin, &format!("deploy status {id} --json"))
+        .ok()
+        .stdout;
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// Waits until deployment `id` has ended; answers its JSON.
+pub fn wait_deployment(s: &Server, id: i64) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let ended = eventually(Duration::from_secs(90), || {
+        last = deployment_json(s, id);
+        !matches!(
+            last["deployment"]["status"].as_str(),
+            Some("QUEUED") | Some("IN_PROGRESS") | Some("BAKING")
+        )
+    });
+    assert!(
+        ended,
+        "deployment {id} never ended: {last:#}\n{}",
+        s.log_text()
+    );
+    last
+}
+
+fn build_done(s: &Server, id: i64) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let done = eventually(Duration::from_secs(60), || {
+        last = serde_json::from_str(
+            &s.ssh(&s.admin, &format!("build info {id} --json"))
+                .ok()
+                .stdout,
+        )
+        .unwrap();
+        !matches!(
+            last["status"].as_str(),
+            Some("QUEUED") | Some("IN_PROGRESS")
+        )
+    });
+    assert!(done, "build {id} did not finish: {last}");
+    last
+}
+
+const APPSPEC: &str = "version: 0.0\nos: linux\nfiles:\n  - source: site\n    destination: /srv/web\nhooks:\n  ValidateService:\n    - location: scripts/validate.sh\n      timeout: 30\n";
+
+/// A revision: the site's index.html says `text`; ValidateService fails when `healthy`
+/// is false.
+fn revision(s: &Server, work: &Path, text: &str, healthy: bool) {
+    commit_file(
+        s,
+        &s.admin,
+        work,
+        "site/index.html",
+        &format!("{text}\n"),
+        text,
+    );
+    let check = if healthy {
+        "exit 0"
+    } else {
+        "echo not healthy; exit 1"
+    };
+    commit_file(
+        s,
+        &s.admin,
+        work,
+        "scripts/validate.sh",
+        &format!("#!/bin/sh\necho validating $DEPLOYMENT_ID on $DEPLOYMENT_GROUP_NAME\n{check}\n"),
+        "validate",
+    );
+}
+
+const SPEC: &str = "version: 0.2\nphases:\n  build:\n    commands: [\"chmod +x scripts/validate.sh\"]\nartifacts:\n  files: ['appspec.yml', 'site/**/*', 'scripts/*']\n";
+
+/// All at once to two agents (a third with other tags is left alone); then a revision
+/// whose ValidateService fails everywhere fails the deployment and the group rolls back
+/// to the good revision by itself.
+#[test]
+fn a_revision_reaches_the_group_and_a_failing_one_is_rolled_back() {
+    let s = Server::start();
+    s.push_admin_file(
+        "deploy.yaml",
+        "applications:\n  web:\n    groups:\n      prod:\n        tags: [[\"role=web\"]]\n        config: all-at-once\n        auto-rollback: [failure]\n",
+    )
+    .ok();
+    let a = start_agent(&s, "web-1", &["role=web"]);
+    let b = start_agent(&s, "web-2", &["role=web"]);
+    let other = start_agent(&s, "db-1", &["role=db"]);
+    let work = s.local_repo(&s.admin, "w");
+    commit_file(&s, &s.admin, &work, "buildspec.yml", SPEC, "spec");
+    commit_file(&s, &s.admin, &work, "appspec.yml", APPSPEC, "appspec");
+    revision(&s, &work, "version one", true);
+    s.git(&s.admin, &work, &["push", "-q", &s.url("app-site"), "main"])
+        .ok();
+    assert_eq!(build_done(&s, 1)["status"], "SUCCEEDED");
+    s.ssh(&s.alice, "deploy create web prod --build 1")
+        .fails()
+        .says("deploy:create on deploy:web/prod is needed");
+    s.ssh(&s.admin, "deploy create web prod --build 1")
+        .ok()
+        .says("created deployment 1");
+    let done = wait_deployment(&s, 1);
+    assert_eq!(done["deployment"]["status"], "SUCCEEDED", "{done:#}");
+    let hosts: Vec<&str> = done["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["agent"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts.len(), 2, "{done:#}");
+    assert!(!hosts.contains(&"db-1"));
+    for agent in [&a, &b] {
+        let page = std::fs::read_to_string(agent.root.join("srv/web/index.html")).unwrap();
+        assert_eq!(page, "version one\n");
+    }
+    assert!(!other.root.join("srv/web").exists());
+    s.ssh(&s.admin, "deploy status 1")
+        .ok()
+        .says("web-1")
+        .says("SUCCEEDED");
+
+    revision(&s, &work, "version two", false);
+    s.git(&s.admin, &work, &["push", "-q", &s.url("app-site"), "main"])
+        .ok();
+    assert_eq!(build_done(&s, 2)["status"], "SUCCEEDED");
+    s.ssh(&s.admin, "deploy create web prod --build 2").ok();
+    let failed = wait_deployment(&s, 2);
+    assert_eq!(failed["deployment"]["status"], "FAILED", "{failed:#}");
+    let reason = failed["deployment"]["reason"].as_str().unwrap();
+    assert!(reason.contains("rolling back"), "{reason}");
+    let log = failed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["status"] == "FAILED")
+        .and_then(|e| e["log"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(log.contains("not healthy"), "{failed:#}");
+    let rollback = failed["deployment"]["rollback_id"].as_i64().unwrap();
+    let rolled = wait_deployment(&s, rollback);
+    assert_eq!(rolled["deployment"]["status"], "SUCCEEDED", "{rolled:#}");
+    assert_eq!(rolled["deployment"]["creator"], "rollback");
+    for agent in [&a, &b] {
+        let page = std::fs::read_to_string(agent.root.join("srv/web/index.html")).unwrap();
+        assert_eq!(page, "version one\n");
+    }
+    let events = s
+        .ssh(&s.admin, "events --type host-state-change --json")
+        .ok()
+        .stdout;
+    assert!(events.contains("ValidateService"), "{events}");
+}
