@@ -138,6 +138,7 @@ pub async fn run(
     runtime.set_rules(admin.rules.clone(), Arc::new(admin.emails()));
     runtime.set_builds(admin.builds.clone(), Arc::new(admin.emails()));
     runtime.set_people(admin.people());
+    runtime.set_deploy(admin.deploy.clone());
     let state = Arc::new(ServerState {
         settings: settings.clone(),
         data: data.clone(),

@@ -67,6 +67,7 @@ impl ServerState {
                 self.runtime
                     .set_builds(config.builds.clone(), Arc::new(config.emails()));
                 self.runtime.set_people(config.people());
+                self.runtime.set_deploy(config.deploy.clone());
                 self.admin.replace(config);
                 self.metrics
                     .config_reloads_total

@@ -22,7 +22,7 @@ use crate::failpoints::Failpoints;
 use crate::metrics::RuntimeMetrics;
 use crate::notify::{Channels, Mailer, Notifier};
 use crate::pipeline::advance::{People, SpecCache};
-use crate::pipeline::conductor::{Conductor, Outlets, SetPeople, Wake};
+use crate::pipeline::conductor::{Conductor, Outlets, SetDeployConfig, SetPeople, Wake};
 use crate::pipeline::control::{ControlError, Outcome};
 use crate::reaper::{BranchReaper, Reap, RepoCatalog, SetSchedules, StaleBranch};
 use crate::rules::{RulesEngine, SetRules};
@@ -157,11 +157,24 @@ impl Runtime {
                 )
             })
         };
+        let agents_wake = Arc::new(tokio::sync::Notify::new());
+        let deployments = {
+            let (store, bus, wake, metrics) = (
+                deps.store.clone(),
+                bus.clone(),
+                agents_wake.clone(),
+                metrics.clone(),
+            );
+            Supervisor::start(move |_| {
+                DeploySupervisor::new(store.clone(), bus.clone(), wake.clone(), metrics.clone())
+            })
+        };
         let outlets = Outlets {
             bus: bus.clone(),
             notifier: notifier_for_pipelines,
             builder: builder.clone(),
             metrics: metrics.clone(),
+            deployments: deployments.clone().recipient(),
         };
         let specs = Arc::new(SpecCache::default());
         if let Err(e) = Conductor::init_cursor(&deps.store) {
@@ -183,18 +196,6 @@ impl Runtime {
                     domain_for_pipelines.clone(),
                     specs.clone(),
                 )
-            })
-        };
-        let agents_wake = Arc::new(tokio::sync::Notify::new());
-        let deployments = {
-            let (store, bus, wake, metrics) = (
-                deps.store.clone(),
-                bus.clone(),
-                agents_wake.clone(),
-                metrics.clone(),
-            );
-            Supervisor::start(move |_| {
-                DeploySupervisor::new(store.clone(), bus.clone(), wake.clone(), metrics.clone())
             })
         };
         bus.do_send(Subscribe(rules.clone().recipient()));
@@ -246,6 +247,11 @@ impl Runtime {
             config: builds,
             emails,
         });
+    }
+
+    /// Puts a new deploy.yaml in force for pipelines' deploy actions.
+    pub fn set_deploy(&self, config: Arc<crate::config::deploy::DeployConfig>) {
+        self.conductor.do_send(SetDeployConfig(config));
     }
 
     /// Puts new approvers' addresses and groups (access.yaml) in force.

@@ -227,3 +227,34 @@ fn a_revision_reaches_the_group_and_a_failing_one_is_rolled_back() {
         .stdout;
     assert!(events.contains("ValidateService"), "{events}");
 }
+
+/// A pipeline's deploy action deploys its input artifact (a build's) to the group and
+/// waits for the deployment; the stage succeeds with it.
+#[test]
+fn a_pipeline_deploy_action_deploys_the_build_artifact() {
+    let s = Server::start();
+    s.push_admin_file(
+        "deploy.yaml",
+        "applications:\n  web:\n    groups:\n      prod:\n        tags: [[\"role=web\"]]\n",
+    )
+    .ok();
+    let agent = start_agent(&s, "web-1", &["role=web"]);
+    let work = s.local_repo(&s.admin, "w");
+    commit_file(&s, &s.admin, &work, "buildspec.yml", SPEC, "spec");
+    commit_file(&s, &s.admin, &work, "appspec.yml", APPSPEC, "appspec");
+    revision(&s, &work, "from the pipeline", true);
+    let pipeline = "name: ship\nstages:\n  - name: build\n    actions: [ { name: compile, build: {}, outputs: [site] } ]\n  - name: deploy\n    actions: [ { name: prod, deploy: { application: web, group: prod }, inputs: [site] } ]\n";
+    commit_file(&s, &s.admin, &work, "pipeline.yml", pipeline, "pipeline");
+    s.git(&s.admin, &work, &["push", "-q", &s.url("app-ship"), "main"])
+        .ok();
+    let id = crate::pipelines::wait_executions(&s, "ship", 1)[0];
+    let done = crate::pipelines::wait_execution(&s, id, "SUCCEEDED");
+    let prod = crate::pipelines::action(&done, "prod");
+    assert_eq!(prod["status"], "SUCCEEDED", "{done:#}");
+    let deployment = prod["detail"]["deployment"].as_i64().unwrap();
+    let d = deployment_json(&s, deployment);
+    assert_eq!(d["deployment"]["creator"], "pipeline/ship");
+    assert_eq!(d["deployment"]["status"], "SUCCEEDED");
+    let page = std::fs::read_to_string(agent.root.join("srv/web/index.html")).unwrap();
+    assert_eq!(page, "from the pipeline\n");
+}

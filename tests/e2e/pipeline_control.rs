@@ -381,9 +381,9 @@ fn stop_and_stop_abandon() {
     assert!(ended, "the abandoned build was not stopped");
 }
 
-/// A deploy action is validated but cannot run yet: it fails with a clear reason.
+/// A deploy action to a group deploy.yaml does not have fails with a clear reason.
 #[test]
-fn a_deploy_action_fails_until_deployments_exist() {
+fn a_deploy_action_to_an_unknown_group_fails_clearly() {
     let s = Server::start();
     let pipeline = "name: dep\nstages:\n  - name: build\n    actions: [ { name: compile, build: { buildspec: pack.yml }, outputs: [app] } ]\n  - name: deploy\n    actions: [ { name: prod, deploy: { application: web, group: prod }, inputs: [app] } ]\n";
     let work = work_with(&s, "w", &[("pack.yml", PACK), ("pipeline.yml", pipeline)]);
@@ -395,7 +395,7 @@ fn a_deploy_action_fails_until_deployments_exist() {
         prod["reason"]
             .as_str()
             .unwrap()
-            .contains("deployments are not available yet"),
+            .contains("deploy.yaml has no group `prod` in application `web`"),
         "{prod:#}"
     );
 }

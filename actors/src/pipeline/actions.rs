@@ -13,9 +13,6 @@ use crate::store::{
     ActionRow, ArtifactRef, BuildPlan, ExecutionRow, NewBuild, NewDelivery, PlanInput, StoreError,
 };
 
-/// Why a deploy action cannot run yet.
-pub const NO_DEPLOYMENTS: &str = "deployments are not available yet: this slipway cannot carry out a deploy action (deployments arrive with slipway-agent); remove the action or run the deployment by hand";
-
 impl Pass<'_, '_> {
     /// Whether an in-progress action has ended (a build finished, an approval timed out);
     /// updates it, and the execution's artifacts and variables.
@@ -117,9 +114,31 @@ impl Pass<'_, '_> {
                 Ok(true)
             }
             ActionKind::Deploy { .. } => {
-                a.status = "FAILED".into();
+                let Some(id) = a.detail.get("deployment").and_then(Value::as_i64) else {
+                    a.status = "FAILED".into();
+                    a.ended = Some(self.env.now);
+                    a.reason = Some("its deployment was not recorded".into());
+                    return Ok(true);
+                };
+                let Some(d) = self.t.deployment(id)? else {
+                    a.status = "FAILED".into();
+                    a.ended = Some(self.env.now);
+                    a.reason = Some(format!("its deployment {id} is gone"));
+                    return Ok(true);
+                };
+                match d.status.as_str() {
+                    "SUCCEEDED" => a.status = "SUCCEEDED".into(),
+                    "FAILED" | "STOPPED" => {
+                        a.status = "FAILED".into();
+                        a.reason = Some(format!(
+                            "deployment {id} ended {}{} (see `deploy status {id}`)",
+                            d.status,
+                            d.reason.map(|r| format!(": {r}")).unwrap_or_default()
+                        ));
+                    }
+                    _ => return Ok(false),
+                }
                 a.ended = Some(self.env.now);
-                a.reason = Some(NO_DEPLOYMENTS.into());
                 Ok(true)
             }
         }
@@ -229,12 +248,64 @@ impl Pass<'_, '_> {
                     return Ok(());
                 }
             },
-            ActionKind::Deploy { .. } => failed(a, NO_DEPLOYMENTS.into()),
+            ActionKind::Deploy { application, group } => {
+                match self.create_deployment(e, def, application, group)? {
+                    Ok(id) => {
+                        a.detail = json!({ "deployment": id });
+                        self.fx.deployments_created = true;
+                    }
+                    Err(why) => failed(a, why),
+                }
+            }
         }
         self.t.put_action(a)?;
         self.fx
             .emit(self.t, action_event(e, &stage.name, a, None))?;
         Ok(())
+    }
+}
+
+impl Pass<'_, '_> {
+    /// Creates the deployment of a deploy action: its single input (a build's artifact)
+    /// to the group in deploy.yaml. `Ok(Err)`: why it cannot be created.
+    fn create_deployment(
+        &mut self,
+        e: &ExecutionRow,
+        def: &Action,
+        application: &str,
+        group: &str,
+    ) -> Result<Result<i64, String>, StoreError> {
+        let Some(settings) = self.env.deploy.group(application, group) else {
+            return Ok(Err(format!(
+                "deploy.yaml has no group `{group}` in application `{application}`; add it in the admin repository"
+            )));
+        };
+        let input = def.inputs.first().cloned().unwrap_or_default();
+        let from = e
+            .artifacts
+            .get(&input)
+            .and_then(|v| serde_json::from_value::<ArtifactRef>(v.clone()).ok());
+        let (sha256, build_id) = match from {
+            Some(ArtifactRef::Zip { sha256, build_id }) => (sha256, build_id),
+            Some(ArtifactRef::Commit { .. }) => {
+                return Ok(Err(format!(
+                    "its input `{input}` is a commit, not a revision: deploy the output of a build action (its artifact holds appspec.yml)"
+                )))
+            }
+            None => return Ok(Err(format!("its input `{input}` was not made in this execution"))),
+        };
+        let d = self.t.insert_deployment(&crate::store::NewDeployment {
+            application: application.into(),
+            group_name: group.into(),
+            build_id: Some(build_id),
+            artifact: Some(input),
+            bundle_sha256: sha256,
+            commit: e.commit.clone(),
+            creator: format!("pipeline/{}", e.pipeline),
+            rollback_of: None,
+            settings: crate::deploy::advance::settings_json(settings),
+        })?;
+        Ok(Ok(d.id))
     }
 }
 

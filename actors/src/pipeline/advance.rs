@@ -20,8 +20,6 @@ use super::spec::{ExecutionMode, OnFailure, PipelineSpec, Stage};
 use crate::compose::ServerInfo;
 use crate::store::{ActionRow, ExecutionRow, PipelineTx, StageRow, StoreError};
 
-pub use super::actions::NO_DEPLOYMENTS;
-
 /// Whether a user may approve in a pipeline of a repository: `(user, pipeline, repo)`.
 pub type ApproverCheck = Arc<dyn Fn(&str, &str, &str) -> bool + Send + Sync>;
 
@@ -93,6 +91,8 @@ pub struct Env<'a> {
     pub server: &'a ServerInfo,
     /// Domain of Message-IDs.
     pub domain: &'a str,
+    /// deploy.yaml (deploy actions).
+    pub deploy: &'a crate::config::deploy::DeployConfig,
     /// Now, in unix seconds.
     pub now: f64,
 }

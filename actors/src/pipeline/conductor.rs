@@ -38,6 +38,11 @@ const BATCH: usize = 200;
 #[rtype(result = "()")]
 pub struct Wake;
 
+/// A new deploy.yaml (deploy actions create deployments of its groups).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetDeployConfig(pub Arc<crate::config::deploy::DeployConfig>);
+
 /// New approvers' addresses and groups (from `access.yaml`).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -54,6 +59,8 @@ pub struct Outlets {
     pub builder: Addr<Builder>,
     /// Counts ended executions.
     pub metrics: RuntimeMetrics,
+    /// Starts the deployments deploy actions created.
+    pub deployments: Recipient<crate::deploy::supervisor::Wake>,
 }
 
 impl Outlets {
@@ -67,6 +74,9 @@ impl Outlets {
         }
         if fx.builds_queued {
             self.builder.do_send(QueueChanged);
+        }
+        if fx.deployments_created {
+            self.deployments.do_send(crate::deploy::supervisor::Wake);
         }
         for id in fx.stop_builds {
             self.builder.do_send(StopBuild(id));
@@ -88,6 +98,7 @@ pub struct Conductor {
     server: ServerInfo,
     domain: String,
     people: Arc<People>,
+    deploy: Arc<crate::config::deploy::DeployConfig>,
     specs: Arc<SpecCache>,
     busy: bool,
     again: bool,
@@ -117,6 +128,7 @@ impl Conductor {
             server,
             domain,
             people: Arc::new(People::default()),
+            deploy: Arc::default(),
             specs,
             busy: false,
             again: false,
@@ -129,15 +141,24 @@ impl Conductor {
             return;
         }
         self.busy = true;
-        let (store, catalog, specs, people) = (
+        let (store, catalog, specs, people, deploy) = (
             self.store.clone(),
             self.catalog.clone(),
             self.specs.clone(),
             self.people.clone(),
+            self.deploy.clone(),
         );
         let (server, domain) = (self.server.clone(), self.domain.clone());
         let job = tokio::task::spawn_blocking(move || {
-            run_pass(&store, catalog.as_ref(), &specs, &people, &server, &domain)
+            run_pass(
+                &store,
+                catalog.as_ref(),
+                &specs,
+                &people,
+                &deploy,
+                &server,
+                &domain,
+            )
         });
         ctx.spawn(job.into_actor(self).map(|result, act, ctx| {
             act.busy = false;
@@ -183,6 +204,7 @@ fn run_pass(
     catalog: &dyn RepoCatalog,
     specs: &SpecCache,
     people: &People,
+    deploy: &crate::config::deploy::DeployConfig,
     server: &ServerInfo,
     domain: &str,
 ) -> Result<(Effects, bool), StoreError> {
@@ -244,6 +266,7 @@ fn run_pass(
         people,
         server,
         domain,
+        deploy,
         now: now(),
     };
     let fx = store.pipeline_tx(|t| {
@@ -332,6 +355,13 @@ impl Handler<EventsAvailable> for Conductor {
     type Result = ();
     fn handle(&mut self, _msg: EventsAvailable, ctx: &mut Self::Context) {
         self.pass(ctx);
+    }
+}
+
+impl Handler<SetDeployConfig> for Conductor {
+    type Result = ();
+    fn handle(&mut self, msg: SetDeployConfig, _ctx: &mut Self::Context) {
+        self.deploy = msg.0;
     }
 }
 

@@ -18,6 +18,8 @@ pub struct Effects {
     pub stop_builds: Vec<i64>,
     /// Executions that ended, by status (for the metrics).
     pub ended: Vec<String>,
+    /// Whether deploy actions created deployments (the supervisor should look).
+    pub deployments_created: bool,
 }
 
 /// How much an [`Effects`] held at one point (to forget what a failed step added).
@@ -28,6 +30,7 @@ pub struct Mark {
     stop_builds: usize,
     ended: usize,
     builds_queued: bool,
+    deployments_created: bool,
 }
 
 impl Effects {
@@ -39,6 +42,7 @@ impl Effects {
             stop_builds: self.stop_builds.len(),
             ended: self.ended.len(),
             builds_queued: self.builds_queued,
+            deployments_created: self.deployments_created,
         }
     }
 
@@ -49,6 +53,7 @@ impl Effects {
         self.stop_builds.truncate(mark.stop_builds);
         self.ended.truncate(mark.ended);
         self.builds_queued = mark.builds_queued;
+        self.deployments_created = mark.deployments_created;
     }
 
     /// Stores `event` now (inside the pass's transaction) and remembers to announce it.

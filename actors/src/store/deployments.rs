@@ -226,6 +226,43 @@ fn optional<T>(r: rusqlite::Result<T>) -> rusqlite::Result<Option<T>> {
     }
 }
 
+/// Creates a deployment (QUEUED) on `conn`.
+pub(super) fn insert_in(
+    conn: &rusqlite::Connection,
+    d: &NewDeployment,
+) -> Result<DeploymentRow, StoreError> {
+    conn.execute(
+        "INSERT INTO deployments (application, group_name, build_id, artifact, bundle_sha256, commit_id, status, creator, rollback_of, settings, created)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'QUEUED', ?7, ?8, ?9, ?10)",
+        rusqlite::params![
+            d.application,
+            d.group_name,
+            d.build_id,
+            d.artifact,
+            d.bundle_sha256,
+            d.commit,
+            d.creator,
+            d.rollback_of,
+            d.settings.to_string(),
+            now()
+        ],
+    )?;
+    deployment_in(conn, conn.last_insert_rowid())?
+        .ok_or(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+}
+
+/// One deployment, read on `conn`.
+pub(super) fn deployment_in(
+    conn: &rusqlite::Connection,
+    id: i64,
+) -> Result<Option<DeploymentRow>, StoreError> {
+    Ok(optional(conn.query_row(
+        &format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1"),
+        [id],
+        deployment_row,
+    ))?)
+}
+
 /// The deployment tables inside one transaction.
 pub struct DeployTx<'a> {
     tx: &'a rusqlite::Transaction<'a>,
@@ -349,34 +386,12 @@ impl Store {
 impl DeployTx<'_> {
     /// Creates a deployment (QUEUED).
     pub fn insert_deployment(&self, d: &NewDeployment) -> Result<DeploymentRow, StoreError> {
-        self.tx.execute(
-            "INSERT INTO deployments (application, group_name, build_id, artifact, bundle_sha256, commit_id, status, creator, rollback_of, settings, created)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'QUEUED', ?7, ?8, ?9, ?10)",
-            rusqlite::params![
-                d.application,
-                d.group_name,
-                d.build_id,
-                d.artifact,
-                d.bundle_sha256,
-                d.commit,
-                d.creator,
-                d.rollback_of,
-                d.settings.to_string(),
-                now()
-            ],
-        )?;
-        let id = self.tx.last_insert_rowid();
-        self.deployment(id)?
-            .ok_or(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+        insert_in(self.tx, d)
     }
 
     /// One deployment.
     pub fn deployment(&self, id: i64) -> Result<Option<DeploymentRow>, StoreError> {
-        Ok(optional(self.tx.query_row(
-            &format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1"),
-            [id],
-            deployment_row,
-        ))?)
+        deployment_in(self.tx, id)
     }
 
     /// Deployments that may still move, oldest first.

@@ -618,6 +618,19 @@ impl PipelineTx<'_> {
         )? > 0)
     }
 
+    /// Creates a deployment (a pipeline's deploy action).
+    pub fn insert_deployment(
+        &self,
+        d: &super::NewDeployment,
+    ) -> Result<super::DeploymentRow, StoreError> {
+        super::deployments::insert_in(self.tx, d)
+    }
+
+    /// One deployment.
+    pub fn deployment(&self, id: i64) -> Result<Option<super::DeploymentRow>, StoreError> {
+        super::deployments::deployment_in(self.tx, id)
+    }
+
     /// One build.
     pub fn build(&self, id: i64) -> Result<Option<BuildRow>, StoreError> {
         build_in(self.tx, id)
