@@ -1,5 +1,6 @@
-//! Starting actions (a build queued with its plan, an approval mailed, a deploy refused)
-//! and noticing when they end (a build finished, an approval timed out).
+//! Starting actions (a build queued with its plan, an approval mailed, a deployment
+//! created) and noticing when they end (a build finished, an approval timed out or was
+//! decided, a deployment ended).
 
 use std::collections::BTreeMap;
 
