@@ -176,6 +176,71 @@ pub fn mail(event: &Event, server: &ServerInfo) -> (String, String) {
             ));
             (subject, body)
         }
+        ("deploy", "deployment-state-change") => {
+            let state = e.state.as_deref().unwrap_or("?");
+            let id = d["deployment"].as_i64().unwrap_or(0);
+            let target = format!(
+                "{}/{}",
+                d["application"].as_str().unwrap_or("?"),
+                d["group"].as_str().unwrap_or("?")
+            );
+            let what = if d["rollback_of"].is_i64() {
+                format!("rollback deployment {id}")
+            } else {
+                format!("deployment {id}")
+            };
+            let subject = format!("[slipway] {what} to {target} {state}");
+            let mut body = format!(
+                "The {what} to {target} is {state}.\n\n  commit:     {}\n  build:      {}\n  started by: {}\n  when:       {}\n",
+                short(d["commit"].as_str().unwrap_or("")),
+                d["build_id"].as_i64().map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
+                d["creator"].as_str().unwrap_or(actor),
+                event.time,
+            );
+            if let Some(reason) = d["reason"].as_str() {
+                body.push_str(&format!("  reason:     {reason}\n"));
+            }
+            if let Some(of) = d["rollback_of"].as_i64() {
+                body.push_str(&format!("  rolls back: deployment {of}\n"));
+            }
+            if let Some(by) = d["rollback_id"].as_i64() {
+                body.push_str(&format!("  rolled back by: deployment {by}\n"));
+            }
+            body.push_str(&format!(
+                "\nEach host's lifecycle events:\n  {} deploy status {id}\n",
+                server.ssh()
+            ));
+            (subject, body)
+        }
+        ("deploy", "host-state-change") => {
+            let state = e.state.as_deref().unwrap_or("?");
+            let id = d["deployment"].as_i64().unwrap_or(0);
+            let host = d["host"].as_str().unwrap_or("?");
+            let during = d["event"]
+                .as_str()
+                .map(|ev| format!(" in {ev}"))
+                .unwrap_or_default();
+            let subject = format!("[slipway] deployment {id}: host {host} {state}{during}");
+            let mut body = format!(
+                "Host {host} of deployment {id} ({}/{}) {state}{during}.\n",
+                d["application"].as_str().unwrap_or("?"),
+                d["group"].as_str().unwrap_or("?"),
+            );
+            if let Some(reason) = d["reason"].as_str() {
+                body.push_str(&format!("\n  {reason}\n"));
+            }
+            if let Some(log) = d["log"].as_str().filter(|l| !l.is_empty()) {
+                body.push_str("\nThe end of its output:\n");
+                for l in log.lines() {
+                    body.push_str(&format!("  {l}\n"));
+                }
+            }
+            body.push_str(&format!(
+                "\nThe deployment:\n  {} deploy status {id}\n",
+                server.ssh()
+            ));
+            (subject, body)
+        }
         ("notify", "delivery-failed") => {
             let subject = format!(
                 "[slipway] could not deliver {} to {}",
@@ -346,5 +411,41 @@ mod tests {
         assert!(body.contains("  test result: FAILED. 1 failed\n"), "{body}");
         assert!(body.contains("build logs 31"), "{body}");
         assert!(body.contains("started by: alice"), "{body}");
+    }
+
+    #[test]
+    fn a_failed_host_mail_names_the_event_and_shows_the_log() {
+        let event = Event {
+            id: 3,
+            time: "2026-12-01T10:00:00.000Z".into(),
+            event: NewEvent {
+                source: "deploy".into(),
+                kind: "host-state-change".into(),
+                actor: Some("alice".into()),
+                repo: None,
+                refname: None,
+                state: Some("FAILED".into()),
+                detail: serde_json::json!({
+                    "deployment": 7,
+                    "application": "web",
+                    "group": "prod",
+                    "host": "web-1",
+                    "event": "ValidateService",
+                    "reason": "ValidateService failed: exited with 1",
+                    "log": "[stdout] not healthy",
+                }),
+            },
+        };
+        let server = ServerInfo {
+            ssh_host: "ci.example".into(),
+            ssh_port: 2222,
+        };
+        let (subject, body) = mail(&event, &server);
+        assert_eq!(
+            subject,
+            "[slipway] deployment 7: host web-1 FAILED in ValidateService"
+        );
+        assert!(body.contains("  [stdout] not healthy\n"), "{body}");
+        assert!(body.contains("deploy status 7"), "{body}");
     }
 }

@@ -159,6 +159,11 @@ fn a_revision_reaches_the_group_and_a_failing_one_is_rolled_back() {
         "applications:\n  web:\n    groups:\n      prod:\n        tags: [[\"role=web\"]]\n        config: all-at-once\n        auto-rollback: [failure]\n",
     )
     .ok();
+    s.push_admin_file(
+        "rules.yaml",
+        "rules:\n  - name: deploy-failures\n    match: { source: deploy, state: FAILED }\n    targets:\n      - email: [team@example.com]\n",
+    )
+    .ok();
     let a = start_agent(&s, "web-1", &["role=web"]);
     let b = start_agent(&s, "web-2", &["role=web"]);
     let other = start_agent(&s, "db-1", &["role=db"]);
@@ -226,6 +231,16 @@ fn a_revision_reaches_the_group_and_a_failing_one_is_rolled_back() {
         .ok()
         .stdout;
     assert!(events.contains("ValidateService"), "{events}");
+    // People hear of it: the failed deployment and each failed host, with its log.
+    let mailed = eventually(Duration::from_secs(30), || {
+        let all = crate::events::mails(&s);
+        all.iter()
+            .any(|(_, m)| m.contains("[slipway] deployment 2 to web/prod FAILED"))
+            && all.iter().any(|(_, m)| {
+                m.contains("host web-1 FAILED in ValidateService") && m.contains("not healthy")
+            })
+    });
+    assert!(mailed, "{:?}", crate::events::mails(&s));
 }
 
 /// A pipeline's deploy action deploys its input artifact (a build's) to the group and

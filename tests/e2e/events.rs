@@ -73,7 +73,7 @@ fn rev(s: &Server, dir: &Path, rev: &str) -> String {
 }
 
 /// The `.eml` files written so far (no `smtp:` in slipway.yaml), oldest first.
-fn mails(s: &Server) -> Vec<(PathBuf, String)> {
+pub fn mails(s: &Server) -> Vec<(PathBuf, String)> {
     let dir = s.data.join("mail");
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Vec::new();
