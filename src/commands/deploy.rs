@@ -13,7 +13,9 @@ use slipway_actors::store::{
     AuditEntry, AuditKind, DeploymentRow, NewDeployment, NewEvent, StoreError,
 };
 
-use super::{json, CommandContext, CommandError, CommandResult};
+use tokio::io::AsyncWriteExt;
+
+use super::{json, CommandContext, CommandError, CommandResult, Out};
 use crate::access::Resource;
 
 #[derive(Subcommand)]
@@ -47,6 +49,15 @@ pub enum DeployCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Redraw as it changes, until the deployment ends.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Deploy again the revision of the group's last deployment that succeeded before
+    /// ID (a new deployment naming ID as the one it rolls back).
+    Rollback {
+        /// The deployment to roll back.
+        id: i64,
     },
     /// Stop a deployment: nothing new starts (hosts already changed stay changed); the
     /// group's auto-rollback on stop applies.
@@ -130,7 +141,7 @@ fn line(d: &DeploymentRow) -> String {
     )
 }
 
-pub async fn run(ctx: &CommandContext<'_>, cmd: DeployCommand) -> CommandResult {
+pub async fn run(ctx: &CommandContext<'_>, cmd: DeployCommand, out: Out<'_>) -> CommandResult {
     let store = ctx.state.store.clone();
     let user = ctx.identity.user.clone();
     match cmd {
@@ -236,60 +247,106 @@ pub async fn run(ctx: &CommandContext<'_>, cmd: DeployCommand) -> CommandResult 
             }
             Ok(visible.iter().map(line).collect())
         }
-        DeployCommand::Status { id, json: as_json } => {
+        DeployCommand::Status {
+            id,
+            json: as_json,
+            watch,
+        } => {
+            if !watch {
+                return status(ctx, id, as_json).await.map(|(text, _)| text);
+            }
+            // Redraw on every change until the deployment ends (or the client leaves).
+            let closed = ctx.input.closed_token();
+            let mut last = String::new();
+            loop {
+                let (text, active) = status(ctx, id, as_json).await?;
+                if text != last {
+                    let frame = if as_json {
+                        serde_json::to_string(
+                            &serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default(),
+                        )
+                        .unwrap_or_default()
+                            + "\n"
+                    } else {
+                        format!("\x1b[H\x1b[2J{text}")
+                    };
+                    if out.write_all(frame.as_bytes()).await.is_err() {
+                        return Ok(String::new());
+                    }
+                    let _ = out.flush().await;
+                    last = text;
+                }
+                if !active {
+                    return Ok(String::new());
+                }
+                tokio::select! {
+                    _ = closed.cancelled() => return Ok(String::new()),
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(300)) => {}
+                }
+            }
+        }
+        DeployCommand::Rollback { id } => {
             let d = readable(ctx, id).await?;
-            let s = store.clone();
-            let (hosts, events) = blocking("reading a deployment", move || {
-                s.deploy_tx(|t| Ok::<_, StoreError>((t.hosts(id)?, t.events(id)?)))
+            need(ctx, "deploy:create", &d.application, &d.group_name)?;
+            let (message, effects) = blocking("rolling back a deployment", move || {
+                store.deploy_tx(|t| {
+                    let mut fx = Effects::default();
+                    let Some(good) = t.last_success(&d.application, &d.group_name, Some(id))? else {
+                        return Ok((
+                            Err(format!(
+                                "no deployment of {}/{} before {id} succeeded, so there is nothing to roll back to",
+                                d.application, d.group_name
+                            )),
+                            fx,
+                        ));
+                    };
+                    let new = t.insert_deployment(&NewDeployment {
+                        application: d.application.clone(),
+                        group_name: d.group_name.clone(),
+                        build_id: good.build_id,
+                        artifact: good.artifact.clone(),
+                        bundle_sha256: good.bundle_sha256.clone(),
+                        commit: good.commit.clone(),
+                        creator: user.clone(),
+                        rollback_of: Some(id),
+                        settings: d.settings.clone(),
+                    })?;
+                    if d.rollback_id.is_none() && !d.active() {
+                        let mut old = d.clone();
+                        old.rollback_id = Some(new.id);
+                        t.update_deployment(&old)?;
+                    }
+                    let mut entry = AuditEntry::new(AuditKind::Command, "ok");
+                    entry.user = Some(user.clone());
+                    entry.action = Some("deploy:rollback".into());
+                    entry.detail = Some(serde_json::json!({ "deployment": id, "rollback": new.id }).to_string());
+                    t.audit(&entry)?;
+                    fx.emit(
+                        t,
+                        NewEvent {
+                            source: "deploy".into(),
+                            kind: "deployment-state-change".into(),
+                            actor: Some(user.clone()),
+                            repo: None,
+                            refname: None,
+                            state: Some("CREATED".into()),
+                            detail: serde_json::json!({ "deployment": new.id, "application": new.application, "group": new.group_name, "rollback_of": id, "commit": new.commit }),
+                        },
+                    )?;
+                    Ok((
+                        Ok(format!(
+                            "created deployment {} rolling {id} back to the revision of deployment {} (commit {})",
+                            new.id,
+                            good.id,
+                            short(&good.commit)
+                        )),
+                        fx,
+                    ))
+                })
             })
             .await?;
-            if as_json {
-                return json(&serde_json::json!({
-                    "deployment": d,
-                    "hosts": hosts,
-                    "events": events,
-                }));
-            }
-            let mut text = line(&d);
-            let width = 9;
-            text.push_str(&format!("\n{:<16}{:<11}", "host", "status"));
-            for e in IN_PLACE {
-                let short: String = e.chars().filter(|c| c.is_ascii_uppercase()).collect();
-                text.push_str(&format!("{short:<width$}"));
-            }
-            text.push('\n');
-            for h in &hosts {
-                text.push_str(&format!("{:<16}{:<11}", h.agent, h.status));
-                for e in IN_PLACE {
-                    let status = events
-                        .iter()
-                        .find(|x| x.agent == h.agent && x.event == e)
-                        .map(|x| x.status.as_str())
-                        .unwrap_or("-");
-                    text.push_str(&format!("{status:<width$}"));
-                }
-                text.push('\n');
-            }
-            text.push_str("\n(AS ApplicationStop, DB DownloadBundle, BI BeforeInstall, I Install, AI AfterInstall, AS ApplicationStart, VS ValidateService)\n");
-            for e in events.iter().filter(|e| e.status == "FAILED") {
-                text.push_str(&format!(
-                    "\n{} {} failed (code {}{}): {}\n",
-                    e.agent,
-                    e.event,
-                    e.error_code.unwrap_or(0),
-                    e.script
-                        .as_deref()
-                        .map(|s| format!(", {s}"))
-                        .unwrap_or_default(),
-                    e.message.as_deref().unwrap_or("")
-                ));
-                if let Some(log) = e.log.as_deref().filter(|l| !l.is_empty()) {
-                    for l in log.lines() {
-                        text.push_str(&format!("  {l}\n"));
-                    }
-                }
-            }
-            Ok(text)
+            ctx.state.runtime.deployments_announce(effects);
+            message.map(|m| m + "\n").map_err(CommandError::new)
         }
         DeployCommand::Stop { id } => {
             let d = readable(ctx, id).await?;
@@ -339,4 +396,69 @@ pub async fn run(ctx: &CommandContext<'_>, cmd: DeployCommand) -> CommandResult 
             Ok(message + "\n")
         }
     }
+}
+
+/// `deploy status`'s text (or JSON), and whether the deployment is still active.
+async fn status(
+    ctx: &CommandContext<'_>,
+    id: i64,
+    as_json: bool,
+) -> Result<(String, bool), CommandError> {
+    let store = ctx.state.store.clone();
+    let d = readable(ctx, id).await?;
+    let s = store.clone();
+    let (hosts, events) = blocking("reading a deployment", move || {
+        s.deploy_tx(|t| Ok::<_, StoreError>((t.hosts(id)?, t.events(id)?)))
+    })
+    .await?;
+    if as_json {
+        return Ok((
+            json(&serde_json::json!({
+                "deployment": d,
+                "hosts": hosts,
+                "events": events,
+            }))?,
+            d.active(),
+        ));
+    }
+    let mut text = line(&d);
+    let width = 9;
+    text.push_str(&format!("\n{:<16}{:<11}", "host", "status"));
+    for e in IN_PLACE {
+        let short: String = e.chars().filter(|c| c.is_ascii_uppercase()).collect();
+        text.push_str(&format!("{short:<width$}"));
+    }
+    text.push('\n');
+    for h in &hosts {
+        text.push_str(&format!("{:<16}{:<11}", h.agent, h.status));
+        for e in IN_PLACE {
+            let status = events
+                .iter()
+                .find(|x| x.agent == h.agent && x.event == e)
+                .map(|x| x.status.as_str())
+                .unwrap_or("-");
+            text.push_str(&format!("{status:<width$}"));
+        }
+        text.push('\n');
+    }
+    text.push_str("\n(AS ApplicationStop, DB DownloadBundle, BI BeforeInstall, I Install, AI AfterInstall, AS ApplicationStart, VS ValidateService)\n");
+    for e in events.iter().filter(|e| e.status == "FAILED") {
+        text.push_str(&format!(
+            "\n{} {} failed (code {}{}): {}\n",
+            e.agent,
+            e.event,
+            e.error_code.unwrap_or(0),
+            e.script
+                .as_deref()
+                .map(|s| format!(", {s}"))
+                .unwrap_or_default(),
+            e.message.as_deref().unwrap_or("")
+        ));
+        if let Some(log) = e.log.as_deref().filter(|l| !l.is_empty()) {
+            for l in log.lines() {
+                text.push_str(&format!("  {l}\n"));
+            }
+        }
+    }
+    Ok((text, d.active()))
 }

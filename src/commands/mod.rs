@@ -226,7 +226,7 @@ pub async fn run(ctx: &CommandContext<'_>, argv: Vec<String>, out: Out<'_>, err:
         Command::Param(cmd) => param::run(ctx, cmd).await,
         Command::Pipeline(cmd) => pipeline::run(ctx, cmd, out).await,
         Command::Agent(cmd) => agent::run(ctx, cmd).await,
-        Command::Deploy(cmd) => deploy::run(ctx, cmd).await,
+        Command::Deploy(cmd) => deploy::run(ctx, cmd, out).await,
     };
     match result {
         Ok(text) => {

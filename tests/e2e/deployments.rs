@@ -241,6 +241,26 @@ fn a_revision_reaches_the_group_and_a_failing_one_is_rolled_back() {
             })
     });
     assert!(mailed, "{:?}", crate::events::mails(&s));
+
+    // By hand: nothing succeeded before deployment 1; rolling 2 back redeploys 1's.
+    s.ssh(&s.admin, "deploy rollback 1")
+        .fails()
+        .says("nothing to roll back to");
+    s.ssh(&s.admin, "deploy rollback 2")
+        .ok()
+        .says("to the revision of deployment 1");
+    // --watch follows a deployment until it ends.
+    let watched = s.ssh(&s.admin, "deploy status 4 --watch --json").ok().stdout;
+    let frames: Vec<serde_json::Value> = watched
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        frames.last().unwrap()["deployment"]["status"],
+        "SUCCEEDED",
+        "{watched}"
+    );
+    assert_eq!(frames.last().unwrap()["deployment"]["rollback_of"], 2);
 }
 
 /// A pipeline's deploy action deploys its input artifact (a build's) to the group and
