@@ -102,6 +102,7 @@ async fn register(state: web::Data<Arc<ServerState>>, body: web::Json<Register>)
     match result {
         Ok(Ok(Ok(agent))) => {
             tracing::info!(agent = %agent.name, tags = ?agent.tags, "agent registered");
+            new_host(&state, &agent).await;
             HttpResponse::Ok().json(serde_json::json!({
                 "name": agent.name,
                 "credential": credential,
@@ -126,6 +127,40 @@ async fn register(state: web::Data<Arc<ServerState>>, body: web::Json<Register>)
                 "internal error; the server log has details",
             )
         }
+    }
+}
+
+/// A new agent whose tags put it in deployment groups gets each group's current
+/// revision (a deployment to it alone), as an instance launched by an autoscaling
+/// group does in CodeDeploy.
+async fn new_host(state: &Arc<ServerState>, agent: &AgentRow) {
+    use slipway_actors::deploy::advance::{deploy_to_new_host, Effects};
+    use slipway_actors::deploy::plan::groups_for;
+    let config = state.admin.get().deploy.clone();
+    let (store, agent) = (state.store.clone(), agent.clone());
+    let created = tokio::task::spawn_blocking(move || {
+        store.deploy_tx(|t| {
+            let mut fx = Effects::default();
+            let mut ids = Vec::new();
+            for (app, group, settings) in groups_for(&config, &agent.tags) {
+                if let Some(id) = deploy_to_new_host(t, &mut fx, app, group, settings, &agent.name)?
+                {
+                    ids.push(id);
+                }
+            }
+            Ok::<_, slipway_actors::StoreError>((ids, fx))
+        })
+    })
+    .await;
+    match created {
+        Ok(Ok((ids, fx))) => {
+            if !ids.is_empty() {
+                tracing::info!(deployments = ?ids, "the new host gets its groups' current revisions");
+            }
+            state.runtime.deployments_announce(fx);
+        }
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot deploy to a new host"),
+        Err(e) => tracing::error!(error = %e, "new host task failed"),
     }
 }
 

@@ -250,7 +250,10 @@ fn a_revision_reaches_the_group_and_a_failing_one_is_rolled_back() {
         .ok()
         .says("to the revision of deployment 1");
     // --watch follows a deployment until it ends.
-    let watched = s.ssh(&s.admin, "deploy status 4 --watch --json").ok().stdout;
+    let watched = s
+        .ssh(&s.admin, "deploy status 4 --watch --json")
+        .ok()
+        .stdout;
     let frames: Vec<serde_json::Value> = watched
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -292,4 +295,14 @@ fn a_pipeline_deploy_action_deploys_the_build_artifact() {
     assert_eq!(d["deployment"]["status"], "SUCCEEDED");
     let page = std::fs::read_to_string(agent.root.join("srv/web/index.html")).unwrap();
     assert_eq!(page, "from the pipeline\n");
+
+    // A host that joins the group later gets its current revision by itself.
+    let late = start_agent(&s, "web-2", &["role=web"]);
+    let installed = eventually(Duration::from_secs(60), || {
+        std::fs::read_to_string(late.root.join("srv/web/index.html")).ok()
+            == Some("from the pipeline\n".to_string())
+    });
+    assert!(installed, "{}", s.log_text());
+    let list = s.ssh(&s.admin, "deploy list --json").ok().stdout;
+    assert!(list.contains("new host web-2"), "{list}");
 }

@@ -311,10 +311,17 @@ fn start(
         return Ok(false);
     }
     let sets = tag_sets_of(&d.settings);
+    // A deployment for hosts that joined the group later reaches only them.
+    let only: Option<Vec<String>> = d.settings["only_hosts"].as_array().map(|l| {
+        l.iter()
+            .filter_map(|h| h.as_str().map(str::to_string))
+            .collect()
+    });
     let agents: Vec<String> = t
         .agents()?
         .into_iter()
         .filter(|a| tags_match(&sets, &a.tags))
+        .filter(|a| only.as_ref().is_none_or(|o| o.contains(&a.name)))
         .map(|a| a.name)
         .collect();
     let known: BTreeMap<String, (bool, Option<String>)> = t
@@ -565,4 +572,44 @@ fn bake(
     }
     end_deployment(t, fx, d, "SUCCEEDED", None, now)?;
     Ok(true)
+}
+
+/// A host that joined `group` gets the group's current revision: a deployment of its
+/// last successful revision to that host alone (queued behind any active deployment).
+/// Answers the new deployment's id, or `None` when the group never succeeded.
+pub fn deploy_to_new_host(
+    t: &DeployTx<'_>,
+    fx: &mut Effects,
+    application: &str,
+    group_name: &str,
+    group: &DeploymentGroup,
+    agent: &str,
+) -> Result<Option<i64>, StoreError> {
+    let Some(good) = t.last_success(application, group_name, None)? else {
+        return Ok(None);
+    };
+    let mut settings = settings_json(group);
+    settings["only_hosts"] = json!([agent]);
+    // One host: whatever the group's configuration, it must succeed on it.
+    settings["config"] = json!("one-at-a-time");
+    let d = t.insert_deployment(&NewDeployment {
+        application: application.into(),
+        group_name: group_name.into(),
+        build_id: good.build_id,
+        artifact: good.artifact.clone(),
+        bundle_sha256: good.bundle_sha256.clone(),
+        commit: good.commit.clone(),
+        creator: format!("slipway (new host {agent})"),
+        rollback_of: None,
+        settings,
+    })?;
+    fx.emit(
+        t,
+        deployment_event(
+            &d,
+            "CREATED",
+            json!({ "new_host": agent, "revision_of": good.id }),
+        ),
+    )?;
+    Ok(Some(d.id))
 }
