@@ -134,6 +134,7 @@ pub async fn run(
         catalog: Arc::new(crate::state::Catalog(repos.clone())),
         builds_dir: data.builds(),
         artifacts_dir: data.artifacts(),
+        deploy: settings.deploy.clone(),
     });
     runtime.set_rules(admin.rules.clone(), Arc::new(admin.emails()));
     runtime.set_builds(admin.builds.clone(), Arc::new(admin.emails()));

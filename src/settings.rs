@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use slipway_actors::config::settings::{
-    BuildSettings, NotifySettings, SmtpSettings, WebhookSettings,
+    BuildSettings, DeploySettings, NotifySettings, SmtpSettings, WebhookSettings,
 };
 
 /// Server settings, as read from `DATA/slipway.yaml`.
@@ -27,6 +27,8 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     /// The build queue.
     pub builds: BuildSettings,
+    /// Deployments.
+    pub deploy: DeploySettings,
 }
 
 /// SSH listener settings.
@@ -118,6 +120,14 @@ impl Settings {
                 "{}: builds.nice must be between 0 (no change) and 19 (lowest priority), not {}",
                 path.display(),
                 settings.builds.nice
+            );
+        }
+        let agent_timeout = settings.deploy.agent_timeout.as_secs();
+        if !(2..=3600).contains(&agent_timeout) {
+            anyhow::bail!(
+                "{}: deploy.agent_timeout must be between 2s and 1h, not {}",
+                path.display(),
+                humantime::format_duration(settings.deploy.agent_timeout)
             );
         }
         if settings.builds.parallel == 0 || settings.builds.parallel > 64 {

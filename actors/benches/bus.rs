@@ -82,6 +82,7 @@ fn main() {
             catalog: Arc::new(NoRepos),
             builds_dir: dir_path.join("builds"),
             artifacts_dir: dir_path.join("artifacts"),
+            deploy: Default::default(),
             builds: Default::default(),
         });
         runtime.set_rules(Arc::new(rules), Arc::new(Default::default()));

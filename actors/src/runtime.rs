@@ -55,6 +55,8 @@ pub struct RuntimeDeps {
     pub builds: BuildSettings,
     /// Sealed artifact blobs (`DATA/artifacts`).
     pub artifacts_dir: std::path::PathBuf,
+    /// Deployment settings.
+    pub deploy: crate::config::settings::DeploySettings,
 }
 
 /// Handles to the running actors.
@@ -165,8 +167,15 @@ impl Runtime {
                 agents_wake.clone(),
                 metrics.clone(),
             );
+            let agent_timeout = deps.deploy.agent_timeout;
             Supervisor::start(move |_| {
-                DeploySupervisor::new(store.clone(), bus.clone(), wake.clone(), metrics.clone())
+                DeploySupervisor::new(
+                    store.clone(),
+                    bus.clone(),
+                    wake.clone(),
+                    metrics.clone(),
+                    agent_timeout,
+                )
             })
         };
         let outlets = Outlets {

@@ -11,6 +11,41 @@ use crate::harness::*;
 pub struct Agent {
     child: Child,
     pub root: PathBuf,
+    state: PathBuf,
+    log: PathBuf,
+}
+
+impl Agent {
+    /// Kills the agent at once (SIGKILL), as a crashed host would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again with the same state and root.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn_agent(&self.state, &self.root, &self.log);
+    }
+}
+
+fn spawn_agent(state: &Path, root: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(agent_binary())
+        .args(["run", "--state"])
+        .arg(state)
+        .arg("--root")
+        .arg(root)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("the agent starts")
 }
 
 impl Drop for Agent {
@@ -58,19 +93,14 @@ pub fn start_agent(s: &Server, name: &str, tags: &[&str]) -> Agent {
         .args(["--token", &token, "--name", name, "--state"])
         .arg(&state))
     .ok();
-    let log = std::fs::File::create(s.dir.path().join(format!("agent-{name}.log"))).unwrap();
-    let child = Command::new(agent_binary())
-        .args(["run", "--state"])
-        .arg(&state)
-        .arg("--root")
-        .arg(&root)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("the agent starts");
-    Agent { child, root }
+    let log = s.dir.path().join(format!("agent-{name}.log"));
+    let child = spawn_agent(&state, &root, &log);
+    Agent {
+        child,
+        root,
+        state,
+        log,
+    }
 }
 
 /// `deploy status ID --json`.
@@ -305,4 +335,96 @@ fn a_pipeline_deploy_action_deploys_the_build_artifact() {
     assert!(installed, "{}", s.log_text());
     let list = s.ssh(&s.admin, "deploy list --json").ok().stdout;
     assert!(list.contains("new host web-2"), "{list}");
+}
+
+/// An agent killed in the middle of a lifecycle event: after the agent timeout its event
+/// and host fail (one-at-a-time tolerates the last host failing); the next deployment
+/// goes to that host first, and the restarted agent reports the interrupted command.
+#[test]
+fn a_killed_agent_fails_its_host_and_is_deployed_to_first_next_time() {
+    let s = Server::start_with(Options {
+        settings: Some(format!(
+            "{}deploy:\n  agent_timeout: 3s\n",
+            settings_yaml(&[])
+        )),
+        ..Options::default()
+    });
+    s.push_admin_file(
+        "deploy.yaml",
+        "applications:\n  web:\n    groups:\n      prod:\n        tags: [[\"role=web\"]]\n        config: one-at-a-time\n",
+    )
+    .ok();
+    let first = start_agent(&s, "web-1", &["role=web"]);
+    let mut second = start_agent(&s, "web-2", &["role=web"]);
+    let work = s.local_repo(&s.admin, "w");
+    commit_file(&s, &s.admin, &work, "buildspec.yml", SPEC, "spec");
+    commit_file(&s, &s.admin, &work, "appspec.yml", APPSPEC, "appspec");
+    // web-2's ValidateService takes long (its root's path names it).
+    commit_file(&s, &s.admin, &work, "site/index.html", "one\n", "one");
+    commit_file(
+        &s,
+        &s.admin,
+        &work,
+        "scripts/validate.sh",
+        "#!/bin/sh\ncase \"$SLIPWAY_AGENT_ROOT\" in *web-2*) sleep 20;; esac\nexit 0\n",
+        "slow on web-2",
+    );
+    s.git(&s.admin, &work, &["push", "-q", &s.url("app-kill"), "main"])
+        .ok();
+    assert_eq!(build_done(&s, 1)["status"], "SUCCEEDED");
+    s.ssh(&s.admin, "deploy create web prod --build 1").ok();
+    let running = eventually(Duration::from_secs(60), || {
+        deployment_json(&s, 1)["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| {
+                e["agent"] == "web-2"
+                    && e["event"] == "ValidateService"
+                    && e["status"] == "IN_PROGRESS"
+            })
+    });
+    assert!(running, "{:#}", deployment_json(&s, 1));
+    second.kill();
+    let done = wait_deployment(&s, 1);
+    assert_eq!(
+        done["deployment"]["status"], "SUCCEEDED",
+        "the last host may fail: {done:#}"
+    );
+    let lost = done["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["agent"] == "web-2" && e["event"] == "ValidateService")
+        .unwrap()
+        .clone();
+    assert_eq!(lost["status"], "FAILED", "{done:#}");
+    assert!(
+        lost["message"]
+            .as_str()
+            .unwrap()
+            .contains("stopped answering"),
+        "{lost:#}"
+    );
+
+    second.restart();
+    commit_file(
+        &s,
+        &s.admin,
+        &work,
+        "scripts/validate.sh",
+        "#!/bin/sh\nexit 0\n",
+        "fast",
+    );
+    s.git(&s.admin, &work, &["push", "-q", &s.url("app-kill"), "main"])
+        .ok();
+    assert_eq!(build_done(&s, 2)["status"], "SUCCEEDED");
+    s.ssh(&s.admin, "deploy create web prod --build 2").ok();
+    let next = wait_deployment(&s, 2);
+    assert_eq!(next["deployment"]["status"], "SUCCEEDED", "{next:#}");
+    assert_eq!(
+        next["hosts"][0]["agent"], "web-2",
+        "the failed host goes first: {next:#}"
+    );
+    drop(first);
 }

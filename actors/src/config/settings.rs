@@ -98,6 +98,24 @@ impl Default for BuildSettings {
     }
 }
 
+/// Deployments (`deploy:` in slipway.yaml).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeploySettings {
+    /// An agent not heard from for this long has lost the lifecycle event it was
+    /// running: the event fails and so does its host.
+    #[serde(with = "duration")]
+    pub agent_timeout: Duration,
+}
+
+impl Default for DeploySettings {
+    fn default() -> Self {
+        DeploySettings {
+            agent_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
 /// Webhook delivery.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

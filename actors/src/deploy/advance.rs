@@ -32,9 +32,6 @@ pub const IN_PLACE: [&str; 7] = [
 /// (the poll's answer was lost).
 const ACK_WITHIN_SECONDS: f64 = 30.0;
 
-/// An agent not heard from for this long has lost the event it was running.
-pub const AGENT_LOST_SECONDS: f64 = 60.0;
-
 /// A group's settings as a deployment keeps them (JSON), so later edits of
 /// deploy.yaml do not change a deployment under way.
 pub fn settings_json(group: &DeploymentGroup) -> Value {
@@ -265,7 +262,14 @@ pub fn maybe_roll_back(
 }
 
 /// One pass over every active deployment.
-pub fn advance_all(t: &DeployTx<'_>, fx: &mut Effects, now: f64) -> Result<(), StoreError> {
+/// `agent_lost` (seconds): an agent not heard from for this long has lost the event it
+/// was running.
+pub fn advance_all(
+    t: &DeployTx<'_>,
+    fx: &mut Effects,
+    now: f64,
+    agent_lost: f64,
+) -> Result<(), StoreError> {
     for _ in 0..8 {
         let mut moved = false;
         for d in t.active_deployments()? {
@@ -277,7 +281,7 @@ pub fn advance_all(t: &DeployTx<'_>, fx: &mut Effects, now: f64) -> Result<(), S
             }
             moved |= match d.status.as_str() {
                 "QUEUED" => start(t, fx, &mut d, now)?,
-                "IN_PROGRESS" => progress(t, fx, &mut d, now)?,
+                "IN_PROGRESS" => progress(t, fx, &mut d, now, agent_lost)?,
                 _ => bake(t, fx, &mut d, now)?,
             };
         }
@@ -406,6 +410,7 @@ fn progress(
     fx: &mut Effects,
     d: &mut DeploymentRow,
     now: f64,
+    agent_lost: f64,
 ) -> Result<bool, StoreError> {
     let mut moved = false;
     let last_seen: BTreeMap<String, f64> = t
@@ -417,7 +422,7 @@ fn progress(
     // Housekeeping: lost answers are handed out again; a lost agent fails its event.
     for e in events.iter_mut() {
         let seen = last_seen.get(&e.agent).copied().unwrap_or(0.0);
-        let lost = now - seen > AGENT_LOST_SECONDS;
+        let lost = now - seen > agent_lost;
         if matches!(e.status.as_str(), "DISPATCHED" | "IN_PROGRESS") && lost {
             e.status = "FAILED".into();
             e.ended = Some(now);

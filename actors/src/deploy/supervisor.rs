@@ -24,6 +24,8 @@ pub struct Supervisor {
     /// Woken when commands become ready, so agents' long polls answer at once.
     agents: Arc<tokio::sync::Notify>,
     metrics: RuntimeMetrics,
+    /// An agent silent this long has lost its event.
+    agent_timeout: Duration,
     busy: bool,
     again: bool,
 }
@@ -35,12 +37,14 @@ impl Supervisor {
         bus: Addr<EventBus>,
         agents: Arc<tokio::sync::Notify>,
         metrics: RuntimeMetrics,
+        agent_timeout: Duration,
     ) -> Supervisor {
         Supervisor {
             store,
             bus,
             agents,
             metrics,
+            agent_timeout,
             busy: false,
             again: false,
         }
@@ -53,10 +57,11 @@ impl Supervisor {
         }
         self.busy = true;
         let store = self.store.clone();
+        let lost = self.agent_timeout.as_secs_f64();
         let job = tokio::task::spawn_blocking(move || {
             store.deploy_tx(|t| {
                 let mut fx = Effects::default();
-                advance_all(t, &mut fx, now())?;
+                advance_all(t, &mut fx, now(), lost)?;
                 Ok::<_, StoreError>(fx)
             })
         });

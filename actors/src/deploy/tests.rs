@@ -55,7 +55,7 @@ fn pass(store: &Store) {
     store
         .deploy_tx(|t| {
             let mut fx = Effects::default();
-            advance_all(t, &mut fx, now())?;
+            advance_all(t, &mut fx, now(), 60.0)?;
             Ok::<_, StoreError>(())
         })
         .unwrap();
