@@ -80,11 +80,6 @@ fn parse_tag(text: &str) -> Result<(String, String), CommandError> {
     }
 }
 
-fn sha256_hex(text: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(text.as_bytes()))
-}
-
 fn now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -113,7 +108,11 @@ pub async fn run(ctx: &CommandContext<'_>, cmd: AgentCommand) -> CommandResult {
                 .collect::<Result<BTreeMap<_, _>, _>>()?;
             let valid = parse_duration(&expires).map_err(CommandError::new)?;
             let token = format!("slwa_{}", hex::encode(rand::random::<[u8; 32]>()));
-            let (hash, t2, user) = (sha256_hex(&token), tags.clone(), ctx.identity.user.clone());
+            let (hash, t2, user) = (
+                slipway_actors::store::secret_hash(&token),
+                tags.clone(),
+                ctx.identity.user.clone(),
+            );
             let expires_at = now() + valid.as_secs_f64();
             tokio::task::spawn_blocking(move || {
                 store.agent_token_create(&hash, &t2, &user, expires_at)

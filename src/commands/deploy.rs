@@ -378,7 +378,7 @@ pub async fn run(ctx: &CommandContext<'_>, cmd: DeployCommand, out: Out<'_>) -> 
                         }
                     }
                     let mut why = format!("stopped by {user}");
-                    if let Some(more) = maybe_roll_back(t, &mut fx, &mut d, "stop", now)? {
+                    if let Some(more) = maybe_roll_back(t, &mut fx, &mut d, "stop")? {
                         why.push_str("; ");
                         why.push_str(&more);
                     }

@@ -53,11 +53,6 @@ fn error(status: actix_web::http::StatusCode, message: impl Into<String>) -> Htt
     HttpResponse::build(status).json(serde_json::json!({ "error": message.into() }))
 }
 
-fn sha256_hex(text: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(text.as_bytes()))
-}
-
 /// Agent names: 1–64 letters, digits, `-`, `_`, `.`, not starting with `.` or `-`.
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -91,9 +86,9 @@ async fn register(state: web::Data<Arc<ServerState>>, body: web::Json<Register>)
     let credential = format!("slwc_{}", hex::encode(rand::random::<[u8; 32]>()));
     let (store, token, name, cred, version) = (
         state.store.clone(),
-        sha256_hex(body.token.trim()),
+        slipway_actors::store::secret_hash(body.token.trim()),
         body.name.clone(),
-        sha256_hex(&credential),
+        slipway_actors::store::secret_hash(&credential),
         clean_version(&body.version),
     );
     let result =
@@ -180,7 +175,10 @@ async fn authenticate(state: &ServerState, req: &HttpRequest) -> Result<AgentRow
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::trim)
         .ok_or_else(unauthorized)?;
-    let (store, hash) = (state.store.clone(), sha256_hex(credential));
+    let (store, hash) = (
+        state.store.clone(),
+        slipway_actors::store::secret_hash(credential),
+    );
     match tokio::task::spawn_blocking(move || store.agent_by_credential(&hash)).await {
         Ok(Ok(Some(agent))) => Ok(agent),
         Ok(Ok(None)) => Err(unauthorized()),

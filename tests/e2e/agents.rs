@@ -4,6 +4,7 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use crate::deployments::agent_binary;
 use crate::harness::*;
 
 /// A minimal HTTP/1.0 POST of JSON over loopback: (status, body).
@@ -116,21 +117,6 @@ fn agents_register_with_one_time_tokens() {
     s.ssh(&s.admin, "agent remove web-1")
         .fails()
         .says("no agent named");
-}
-
-/// The `slipway-agent` binary built beside `slipway` (`cargo test --workspace` builds
-/// both; alone, run `cargo build -p slipway-agent` first).
-fn agent_binary() -> std::path::PathBuf {
-    let path = std::path::Path::new(SLIPWAY)
-        .parent()
-        .expect("the binary has a directory")
-        .join("slipway-agent");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build -p slipway-agent` (cargo test --workspace builds it)",
-        path.display()
-    );
-    path
 }
 
 /// The real agent registers with a token, keeps its credential private, polls (so it

@@ -55,6 +55,8 @@ impl Drop for Agent {
     }
 }
 
+/// The `slipway-agent` binary built beside `slipway` (`cargo test --workspace` builds
+/// both; alone, run `cargo build -p slipway-agent` first).
 pub fn agent_binary() -> PathBuf {
     let path = Path::new(SLIPWAY)
         .parent()

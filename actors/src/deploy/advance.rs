@@ -218,7 +218,6 @@ pub fn maybe_roll_back(
     fx: &mut Effects,
     d: &mut DeploymentRow,
     cause: &str,
-    now: f64,
 ) -> Result<Option<String>, StoreError> {
     let wanted = auto_rollback_of(&d.settings);
     let on = match cause {
@@ -248,7 +247,6 @@ pub fn maybe_roll_back(
     })?;
     d.rollback_id = Some(rollback.id);
     t.update_deployment(d)?;
-    let _ = now;
     fx.emit(
         t,
         deployment_event(&rollback, "CREATED", json!({ "rollback_of": d.id })),
@@ -298,20 +296,14 @@ fn start(
     d: &mut DeploymentRow,
     now: f64,
 ) -> Result<bool, StoreError> {
-    let busy = t.active_deployments()?.iter().any(|o| {
+    // One active deployment per group; the others wait in order.
+    let waits = t.active_deployments()?.iter().any(|o| {
         o.id != d.id
             && o.application == d.application
             && o.group_name == d.group_name
-            && o.status != "QUEUED"
+            && (o.status != "QUEUED" || o.id < d.id)
     });
-    // One active deployment per group; the others wait in order.
-    let earlier_queued = t.active_deployments()?.iter().any(|o| {
-        o.id < d.id
-            && o.application == d.application
-            && o.group_name == d.group_name
-            && o.status == "QUEUED"
-    });
-    if busy || earlier_queued {
+    if waits {
         return Ok(false);
     }
     let sets = tag_sets_of(&d.settings);
@@ -555,7 +547,7 @@ fn progress(
         Decision::Failed { reason } => {
             skip_the_rest(t, d, "the deployment failed", now)?;
             let mut why = reason;
-            if let Some(more) = maybe_roll_back(t, fx, d, "failure", now)? {
+            if let Some(more) = maybe_roll_back(t, fx, d, "failure")? {
                 why.push_str("; ");
                 why.push_str(&more);
             }

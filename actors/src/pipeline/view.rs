@@ -140,6 +140,8 @@ pub fn pipeline_view(
     };
     let disabled = store.disabled_transitions(pipeline)?;
     let mut stages = Vec::new();
+    let mut stages_of: std::collections::HashMap<i64, Vec<crate::store::StageRow>> =
+        std::collections::HashMap::new();
     for (idx, name) in names.iter().enumerate() {
         let idx = idx as i64;
         let mut waiting: Vec<i64> = recent
@@ -161,10 +163,11 @@ pub fn pipeline_view(
         // The newest execution that entered this stage (by stage name: a definition
         // may have moved it).
         for e in &recent {
-            let found = store
-                .execution_stages(e.id)?
-                .into_iter()
-                .find(|s| &s.name == name);
+            // Each execution's stages are read once for the whole picture.
+            if let std::collections::hash_map::Entry::Vacant(slot) = stages_of.entry(e.id) {
+                slot.insert(store.execution_stages(e.id)?);
+            }
+            let found = stages_of[&e.id].iter().find(|s| &s.name == name).cloned();
             if let Some(s) = found {
                 view.execution = Some(e.into());
                 view.status = Some(s.status.clone());

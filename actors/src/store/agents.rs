@@ -41,6 +41,12 @@ pub enum RegisterRefused {
     NameTaken(String),
 }
 
+/// How a token or credential is kept and looked up: the hex SHA-256 of its text.
+pub fn secret_hash(secret: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+}
+
 fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
     Ok(AgentRow {
         name: r.get(0)?,

@@ -19,7 +19,7 @@ mod pipelines;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub use agents::{AgentRow, RegisterRefused};
+pub use agents::{secret_hash, AgentRow, RegisterRefused};
 pub use audit::{AuditEntry, AuditFilter, AuditKind};
 pub use builds::{ArtifactRef, ArtifactRow, BuildPlan, BuildRow, NewBuild, PlanInput};
 pub use cache::CacheRow;
