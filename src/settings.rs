@@ -130,6 +130,22 @@ impl Settings {
                 humantime::format_duration(settings.deploy.agent_timeout)
             );
         }
+        let alarm_interval = settings.deploy.alarm_interval.as_secs();
+        if !(1..=600).contains(&alarm_interval) {
+            anyhow::bail!(
+                "{}: deploy.alarm_interval must be between 1s and 10m, not {}",
+                path.display(),
+                humantime::format_duration(settings.deploy.alarm_interval)
+            );
+        }
+        if let Some(token) = &settings.deploy.alertmanager_token {
+            if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                anyhow::bail!(
+                    "{}: deploy.alertmanager_token must be at least 16 printable characters without spaces (e.g. the output of `openssl rand -hex 24`)",
+                    path.display()
+                );
+            }
+        }
         if settings.builds.parallel == 0 || settings.builds.parallel > 64 {
             anyhow::bail!(
                 "{}: builds.parallel must be between 1 and 64, not {}",

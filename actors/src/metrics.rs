@@ -40,6 +40,8 @@ pub struct RuntimeMetrics {
     pub guard_rollbacks_total: IntCounterVec,
     /// Pipeline executions ended, by status.
     pub pipeline_executions_total: IntCounterVec,
+    /// Deployment alarm readings, by kind and result (`ok`, `firing`, `unreadable`).
+    pub deploy_alarm_readings_total: IntCounterVec,
 }
 
 impl RuntimeMetrics {
@@ -136,6 +138,11 @@ impl RuntimeMetrics {
                 long,
             ),
             push_to_build_start_seconds: push_to_start,
+            deploy_alarm_readings_total: counter(
+                "slipway_deploy_alarm_readings_total",
+                "Deployment alarm readings, by kind (prometheus, http, alertmanager) and result (ok, firing, unreadable).",
+                &["kind", "result"],
+            ),
             pipeline_executions_total: counter(
                 "slipway_pipeline_executions_total",
                 "Pipeline executions ended, by status (SUCCEEDED, FAILED, STOPPED, SUPERSEDED).",

@@ -168,6 +168,7 @@ impl Runtime {
                 metrics.clone(),
             );
             let agent_timeout = deps.deploy.agent_timeout;
+            let alarm_interval = deps.deploy.alarm_interval;
             Supervisor::start(move |_| {
                 DeploySupervisor::new(
                     store.clone(),
@@ -175,6 +176,7 @@ impl Runtime {
                     wake.clone(),
                     metrics.clone(),
                     agent_timeout,
+                    alarm_interval,
                 )
             })
         };

@@ -7,7 +7,7 @@
 
 use clap::Subcommand;
 use slipway_actors::deploy::advance::{
-    end_deployment, maybe_roll_back, settings_json, Effects, IN_PLACE,
+    rollback_settings, settings_json, stop_deployment, Effects, IN_PLACE,
 };
 use slipway_actors::store::{
     AuditEntry, AuditKind, DeploymentRow, NewDeployment, NewEvent, StoreError,
@@ -309,7 +309,7 @@ pub async fn run(ctx: &CommandContext<'_>, cmd: DeployCommand, out: Out<'_>) -> 
                         commit: good.commit.clone(),
                         creator: user.clone(),
                         rollback_of: Some(id),
-                        settings: d.settings.clone(),
+                        settings: rollback_settings(&d.settings, &good.settings),
                     })?;
                     if d.rollback_id.is_none() && !d.active() {
                         let mut old = d.clone();
@@ -364,25 +364,14 @@ pub async fn run(ctx: &CommandContext<'_>, cmd: DeployCommand, out: Out<'_>) -> 
                         .duration_since(std::time::UNIX_EPOCH)
                         .map(|x| x.as_secs_f64())
                         .unwrap_or(0.0);
-                    for mut e in t.events(id)? {
-                        if matches!(e.status.as_str(), "PENDING" | "READY" | "DISPATCHED") {
-                            e.status = "SKIPPED".into();
-                            t.update_event(&e)?;
-                        }
-                    }
-                    for mut h in t.hosts(id)? {
-                        if h.status == "PENDING" {
-                            h.status = "SKIPPED".into();
-                            h.reason = Some("the deployment was stopped".into());
-                            t.put_host(&h)?;
-                        }
-                    }
-                    let mut why = format!("stopped by {user}");
-                    if let Some(more) = maybe_roll_back(t, &mut fx, &mut d, "stop")? {
-                        why.push_str("; ");
-                        why.push_str(&more);
-                    }
-                    end_deployment(t, &mut fx, &mut d, "STOPPED", Some(why.clone()), now)?;
+                    let why = stop_deployment(
+                        t,
+                        &mut fx,
+                        &mut d,
+                        format!("stopped by {user}"),
+                        "stop",
+                        now,
+                    )?;
                     let mut entry = AuditEntry::new(AuditKind::Command, "ok");
                     entry.user = Some(user.clone());
                     entry.action = Some("deploy:stop".into());

@@ -25,6 +25,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use slipway_actors::store::AgentRow;
 
+use super::error;
 use crate::state::ServerState;
 
 /// The longest a poll is held open.
@@ -47,10 +48,6 @@ struct Poll {
 #[derive(Deserialize)]
 struct PollQuery {
     wait: Option<u64>,
-}
-
-fn error(status: actix_web::http::StatusCode, message: impl Into<String>) -> HttpResponse {
-    HttpResponse::build(status).json(serde_json::json!({ "error": message.into() }))
 }
 
 /// Agent names: 1–64 letters, digits, `-`, `_`, `.`, not starting with `.` or `-`.

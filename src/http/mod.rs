@@ -1,7 +1,9 @@
-//! The HTTP listener (actix-web): `/metrics`, `/healthz` and the deploy agents' API
-//! ([`agent_api`]). The dashboard joins it with its issue.
+//! The HTTP listener (actix-web): `/metrics`, `/healthz`, the deploy agents' API
+//! ([`agent_api`]) and Alertmanager's webhook ([`alertmanager`]). The dashboard joins
+//! it with its issue.
 
 mod agent_api;
+mod alertmanager;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -9,6 +11,11 @@ use std::sync::Arc;
 use actix_web::{web, App, HttpResponse, HttpServer};
 
 use crate::state::ServerState;
+
+/// An error answer: `{ "error": "…" }`, saying what to do.
+fn error(status: actix_web::http::StatusCode, message: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(status).json(serde_json::json!({ "error": message.into() }))
+}
 
 async fn metrics(state: web::Data<Arc<ServerState>>) -> HttpResponse {
     HttpResponse::Ok()
@@ -44,6 +51,7 @@ pub fn start(
             .route("/metrics", web::get().to(metrics))
             .route("/healthz", web::get().to(healthz))
             .configure(agent_api::routes)
+            .configure(alertmanager::routes)
     })
     .workers(1)
     .disable_signals()

@@ -1,39 +1,13 @@
 //! Deploy agents: registration tokens, registration over HTTP, polling, listing and
 //! removal.
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use crate::deployments::agent_binary;
 use crate::harness::*;
 
-/// A minimal HTTP/1.0 POST of JSON over loopback: (status, body).
 fn post(port: u16, path: &str, bearer: Option<&str>, body: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("http connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(40)))
-        .unwrap();
-    let auth = bearer
-        .map(|b| format!("Authorization: Bearer {b}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    http_post(port, path, bearer, body)
 }
 
 /// A one-time token registers one agent with the token's tags; the credential it gets

@@ -121,7 +121,7 @@ pub fn wait_deployment(s: &Server, id: i64) -> serde_json::Value {
         last = deployment_json(s, id);
         !matches!(
             last["deployment"]["status"].as_str(),
-            Some("QUEUED") | Some("IN_PROGRESS") | Some("BAKING")
+            Some("CREATED") | Some("QUEUED") | Some("IN_PROGRESS") | Some("BAKING")
         )
     });
     assert!(
@@ -132,7 +132,7 @@ pub fn wait_deployment(s: &Server, id: i64) -> serde_json::Value {
     last
 }
 
-fn build_done(s: &Server, id: i64) -> serde_json::Value {
+pub fn build_done(s: &Server, id: i64) -> serde_json::Value {
     let mut last = serde_json::Value::Null;
     let done = eventually(Duration::from_secs(60), || {
         last = serde_json::from_str(
@@ -150,11 +150,11 @@ fn build_done(s: &Server, id: i64) -> serde_json::Value {
     last
 }
 
-const APPSPEC: &str = "version: 0.0\nos: linux\nfiles:\n  - source: site\n    destination: /srv/web\nhooks:\n  ValidateService:\n    - location: scripts/validate.sh\n      timeout: 30\n";
+pub const APPSPEC: &str = "version: 0.0\nos: linux\nfiles:\n  - source: site\n    destination: /srv/web\nhooks:\n  ValidateService:\n    - location: scripts/validate.sh\n      timeout: 30\n";
 
 /// A revision: the site's index.html says `text`; ValidateService fails when `healthy`
 /// is false.
-fn revision(s: &Server, work: &Path, text: &str, healthy: bool) {
+pub fn revision(s: &Server, work: &Path, text: &str, healthy: bool) {
     commit_file(
         s,
         &s.admin,
@@ -178,7 +178,7 @@ fn revision(s: &Server, work: &Path, text: &str, healthy: bool) {
     );
 }
 
-const SPEC: &str = "version: 0.2\nphases:\n  build:\n    commands: [\"chmod +x scripts/validate.sh\"]\nartifacts:\n  files: ['appspec.yml', 'site/**/*', 'scripts/*']\n";
+pub const SPEC: &str = "version: 0.2\nphases:\n  build:\n    commands: [\"chmod +x scripts/validate.sh\"]\nartifacts:\n  files: ['appspec.yml', 'site/**/*', 'scripts/*']\n";
 
 /// All at once to two agents (a third with other tags is left alone); then a revision
 /// whose ValidateService fails everywhere fails the deployment and the group rolls back

@@ -578,11 +578,34 @@ pub fn metric_value(text: &str, sample: &str) -> f64 {
 
 /// A minimal HTTP/1.0 GET over loopback.
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    http_exchange(
+        port,
+        &format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"),
+        Duration::from_secs(10),
+    )
+}
+
+/// A minimal HTTP/1.0 POST of JSON over loopback, with a bearer token if given:
+/// (status, body). Waits up to 40 s for the answer (long polls).
+pub fn http_post(port: u16, path: &str, bearer: Option<&str>, body: &str) -> (u16, String) {
+    let auth = bearer
+        .map(|b| format!("Authorization: Bearer {b}\r\n"))
+        .unwrap_or_default();
+    http_exchange(
+        port,
+        &format!(
+            "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+        Duration::from_secs(40),
+    )
+}
+
+/// Sends `request` and reads the whole answer: (status, body).
+fn http_exchange(port: u16, request: &str, timeout: Duration) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("http connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response

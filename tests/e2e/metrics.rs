@@ -123,44 +123,8 @@ fn a_real_prometheus_scrapes_slipway() {
     let s = Server::start();
     exercise(&s);
     let dir = s.scratch("prometheus");
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        format!(
-            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nscrape_configs:\n  - job_name: slipway\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
-            s.http_port
-        ),
-    )
-    .unwrap();
-    // Prometheus cannot report a port it chose itself, so try a few until one binds.
-    let mut started = None;
-    for attempt in 0..10u16 {
-        let port = 20000 + (std::process::id() as u16 % 20000) + attempt * 7;
-        let mut child = Command::new(&prometheus)
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join(format!("data{attempt}")).display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let up = eventually(Duration::from_secs(10), || {
-            matches!(child.try_wait(), Ok(None))
-                && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        if up {
-            started = Some((child, port));
-            break;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let (mut child, port) = started.expect("prometheus starts on some port");
+    let prom = crate::peers::Prometheus::start(&prometheus, &dir, &[s.http_port]);
+    let port = prom.port;
     let healthy = eventually(Duration::from_secs(60), || {
         let (_, body) = http_get(port, "/api/v1/targets");
         body.contains(r#""health":"up""#)
@@ -173,8 +137,7 @@ fn a_real_prometheus_scrapes_slipway() {
         body.contains(r#""status":"success""#) && body.contains("slipway_ssh_auth_attempts_total")
     });
     let (_, targets) = http_get(port, "/api/v1/targets");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(prom);
     assert!(healthy, "prometheus never saw slipway up: {targets}");
     assert!(query, "prometheus has no slipway samples");
 }

@@ -356,3 +356,120 @@ fn make_build_image() -> Result<(), String> {
     }
     Ok(())
 }
+
+/// A real Prometheus server scraping loopback targets every second, killed when dropped.
+pub struct Prometheus {
+    child: Child,
+    pub port: u16,
+}
+
+impl Prometheus {
+    /// Starts `binary` (from [`crate::harness::require_peer`]) in `dir`, scraping
+    /// `127.0.0.1:PORT/metrics` for each of `targets`.
+    pub fn start(binary: &Path, dir: &Path, targets: &[u16]) -> Prometheus {
+        let list: Vec<String> = targets.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
+        std::fs::write(
+            dir.join("prometheus.yml"),
+            format!(
+                "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nscrape_configs:\n  - job_name: test\n    static_configs:\n      - targets: [{}]\n",
+                list.join(", ")
+            ),
+        )
+        .unwrap();
+        // Prometheus cannot report a port it chose itself, so try a few until one binds.
+        for attempt in 0..10u16 {
+            let port = 20000 + (std::process::id() as u16 % 20000) + attempt * 7;
+            let mut child = Command::new(binary)
+                .arg(format!(
+                    "--config.file={}",
+                    dir.join("prometheus.yml").display()
+                ))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join(format!("data{attempt}")).display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(
+                    std::fs::File::create(dir.join(format!("prometheus{attempt}.log"))).unwrap(),
+                )
+                .spawn()
+                .unwrap();
+            let up = eventually(Duration::from_secs(10), || {
+                matches!(child.try_wait(), Ok(None))
+                    && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+            if up && matches!(child.try_wait(), Ok(None)) {
+                return Prometheus { child, port };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!(
+            "prometheus did not start on any port; see {}",
+            dir.display()
+        );
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `GET /api/v1/query?query=…` (the query given already URL-encoded).
+    pub fn query(&self, encoded: &str) -> String {
+        crate::harness::http_get(self.port, &format!("/api/v1/query?query={encoded}")).1
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback `/metrics` endpoint whose text the test sets.
+pub struct MetricsEndpoint {
+    pub port: u16,
+    text: Arc<Mutex<String>>,
+}
+
+impl MetricsEndpoint {
+    pub fn start(text: &str) -> MetricsEndpoint {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let text = Arc::new(Mutex::new(text.to_string()));
+        let shared = text.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let body = shared.lock().unwrap().clone();
+                std::thread::spawn(move || {
+                    let mut stream = stream;
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                    // Read the request head; the answer is the same for every path.
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    loop {
+                        let mut line = String::new();
+                        match reader.read_line(&mut line) {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) if line.trim_end().is_empty() => break,
+                            Ok(_) => {}
+                        }
+                    }
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                });
+            }
+        });
+        MetricsEndpoint { port, text }
+    }
+
+    /// What the next scrape sees.
+    pub fn set(&self, text: &str) {
+        *self.text.lock().unwrap() = text.to_string();
+    }
+}

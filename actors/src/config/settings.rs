@@ -106,12 +106,21 @@ pub struct DeploySettings {
     /// running: the event fails and so does its host.
     #[serde(with = "duration")]
     pub agent_timeout: Duration,
+    /// How often the alarms of running and baking deployments are read.
+    #[serde(with = "duration")]
+    pub alarm_interval: Duration,
+    /// The bearer token Alertmanager's webhook must send to `POST /alertmanager`
+    /// (`http_config: { authorization: { credentials: TOKEN } }`); without it the
+    /// endpoint is off. At least 16 characters.
+    pub alertmanager_token: Option<String>,
 }
 
 impl Default for DeploySettings {
     fn default() -> Self {
         DeploySettings {
             agent_timeout: Duration::from_secs(60),
+            alarm_interval: Duration::from_secs(10),
+            alertmanager_token: None,
         }
     }
 }

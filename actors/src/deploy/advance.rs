@@ -57,6 +57,8 @@ pub fn settings_json(group: &DeploymentGroup) -> Value {
         },
         "bake_seconds": group.bake.map(|b| b.as_secs_f64()).unwrap_or(0.0),
         "file_exists_behavior": group.file_exists_behavior.map(|f| f.as_str()).unwrap_or("DISALLOW"),
+        "alarms": super::alarms::snapshot::to_json(&group.alarms),
+        "ignore_alarm_poll_failure": group.ignore_alarm_poll_failure,
     })
 }
 
@@ -210,6 +212,46 @@ fn skip_the_rest(
     Ok(())
 }
 
+/// Stops `d` (asked by a person, an alarm, an abandoned pipeline): nothing new starts on
+/// its hosts (an event already running finishes on its agent), it ends STOPPED with
+/// `why`, and the group's auto-rollback for `cause` (`stop` or `alarm`) applies. Answers
+/// the whole reason.
+pub fn stop_deployment(
+    t: &DeployTx<'_>,
+    fx: &mut Effects,
+    d: &mut DeploymentRow,
+    why: String,
+    cause: &str,
+    now: f64,
+) -> Result<String, StoreError> {
+    skip_the_rest(t, d, "the deployment was stopped", now)?;
+    let mut why = why;
+    if let Some(more) = maybe_roll_back(t, fx, d, cause)? {
+        why.push_str("; ");
+        why.push_str(&more);
+    }
+    end_deployment(t, fx, d, "STOPPED", Some(why.clone()), now)?;
+    Ok(why)
+}
+
+/// Stops the deployments whose alarms fired (deployment id, why), those still running.
+pub fn stop_on_alarms(
+    t: &DeployTx<'_>,
+    fx: &mut Effects,
+    stops: &[(i64, String)],
+    now: f64,
+) -> Result<(), StoreError> {
+    for (id, why) in stops {
+        let Some(mut d) = t.deployment(*id)? else {
+            continue;
+        };
+        if matches!(d.status.as_str(), "IN_PROGRESS" | "BAKING") {
+            stop_deployment(t, fx, &mut d, why.clone(), "alarm", now)?;
+        }
+    }
+    Ok(())
+}
+
 /// Starts a rollback of `d` if its group rolls back on `cause` (`failure`, `alarm`,
 /// `stop`): a new deployment of the group's last successful revision. Answers the
 /// sentence for `d`'s reason.
@@ -243,7 +285,7 @@ pub fn maybe_roll_back(
         commit: good.commit.clone(),
         creator: "rollback".into(),
         rollback_of: Some(d.id),
-        settings: d.settings.clone(),
+        settings: rollback_settings(&d.settings, &good.settings),
     })?;
     d.rollback_id = Some(rollback.id);
     t.update_deployment(d)?;
@@ -259,15 +301,31 @@ pub fn maybe_roll_back(
     )))
 }
 
+/// What a pass knows besides the store.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// Unix seconds.
+    pub now: f64,
+    /// An agent not heard from for this many seconds has lost the event it was running.
+    pub agent_lost: f64,
+    /// When the newest complete reading of the alarms began (unix seconds): a bake
+    /// with alarms ends only after a reading that began once the bake time was over.
+    pub alarms_read_at: f64,
+}
+
+/// A rollback's settings: the failed deployment's, with the last good deployment's
+/// file_exists_behavior (as CodeDeploy does: the files go back the way they came).
+pub fn rollback_settings(failed: &Value, good: &Value) -> Value {
+    let mut settings = failed.clone();
+    if let Some(feb) = good.get("file_exists_behavior") {
+        settings["file_exists_behavior"] = feb.clone();
+    }
+    settings
+}
+
 /// One pass over every active deployment.
-/// `agent_lost` (seconds): an agent not heard from for this long has lost the event it
-/// was running.
-pub fn advance_all(
-    t: &DeployTx<'_>,
-    fx: &mut Effects,
-    now: f64,
-    agent_lost: f64,
-) -> Result<(), StoreError> {
+pub fn advance_all(t: &DeployTx<'_>, fx: &mut Effects, clock: Clock) -> Result<(), StoreError> {
+    let now = clock.now;
     for _ in 0..8 {
         let mut moved = false;
         for d in t.active_deployments()? {
@@ -278,9 +336,9 @@ pub fn advance_all(
                 continue;
             }
             moved |= match d.status.as_str() {
-                "QUEUED" => start(t, fx, &mut d, now)?,
-                "IN_PROGRESS" => progress(t, fx, &mut d, now, agent_lost)?,
-                _ => bake(t, fx, &mut d, now)?,
+                "CREATED" | "QUEUED" => start(t, fx, &mut d, now)?,
+                "IN_PROGRESS" => progress(t, fx, &mut d, clock)?,
+                _ => bake(t, fx, &mut d, clock)?,
             };
         }
         if !moved {
@@ -301,9 +359,15 @@ fn start(
         o.id != d.id
             && o.application == d.application
             && o.group_name == d.group_name
-            && (o.status != "QUEUED" || o.id < d.id)
+            && (!matches!(o.status.as_str(), "CREATED" | "QUEUED") || o.id < d.id)
     });
     if waits {
+        if d.status == "CREATED" {
+            d.status = "QUEUED".into();
+            t.update_deployment(d)?;
+            fx.emit(t, deployment_event(d, "QUEUED", json!({})))?;
+            return Ok(true);
+        }
         return Ok(false);
     }
     let sets = tag_sets_of(&d.settings);
@@ -401,9 +465,9 @@ fn progress(
     t: &DeployTx<'_>,
     fx: &mut Effects,
     d: &mut DeploymentRow,
-    now: f64,
-    agent_lost: f64,
+    clock: Clock,
 ) -> Result<bool, StoreError> {
+    let (now, agent_lost) = (clock.now, clock.agent_lost);
     let mut moved = false;
     let last_seen: BTreeMap<String, f64> = t
         .agents()?
@@ -534,6 +598,12 @@ fn progress(
         }
         Decision::Succeeded => {
             let bake = d.settings["bake_seconds"].as_f64().unwrap_or(0.0);
+            let last_host = hosts.iter().filter_map(|h| h.ended).fold(0.0, f64::max);
+            if bake <= 0.0 && watched(d) && clock.alarms_read_at < last_host {
+                // The alarms have the last word: wait for a reading made after the
+                // last host finished.
+                return Ok(moved);
+            }
             if bake > 0.0 {
                 d.status = "BAKING".into();
                 d.bake_until = Some(now + bake);
@@ -558,16 +628,26 @@ fn progress(
     Ok(moved)
 }
 
+/// Whether `d`'s alarms are read (see [`super::alarms::Watch::of`]).
+fn watched(d: &DeploymentRow) -> bool {
+    super::alarms::Watch::of(d).is_some()
+}
+
 fn bake(
     t: &DeployTx<'_>,
     fx: &mut Effects,
     d: &mut DeploymentRow,
-    now: f64,
+    clock: Clock,
 ) -> Result<bool, StoreError> {
-    if d.bake_until.is_some_and(|until| now < until) {
+    let until = d.bake_until.unwrap_or(0.0);
+    if clock.now < until {
         return Ok(false);
     }
-    end_deployment(t, fx, d, "SUCCEEDED", None, now)?;
+    // Alarms count until the end: the bake ends after a reading made once it was over.
+    if watched(d) && clock.alarms_read_at < until {
+        return Ok(false);
+    }
+    end_deployment(t, fx, d, "SUCCEEDED", None, clock.now)?;
     Ok(true)
 }
 

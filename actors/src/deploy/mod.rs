@@ -14,6 +14,7 @@
 //! change, so a restart simply asks again.
 
 pub mod advance;
+pub mod alarms;
 pub mod plan;
 pub mod supervisor;
 

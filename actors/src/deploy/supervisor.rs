@@ -1,13 +1,17 @@
 //! The supervisor: runs a pass ([`super::advance`]) whenever something may have
-//! changed — a deployment was created or stopped, an agent reported a command — and once
-//! a second (bake ends, lost agents, unacknowledged commands). Passes never overlap.
+//! changed — a deployment was created or stopped, an agent reported a command, the
+//! alarms were read — and once a second (bake ends, lost agents, unacknowledged
+//! commands). Every `deploy.alarm_interval` it reads the alarms of the running and
+//! baking deployments ([`super::alarms`]); a deployment whose alarm fires is stopped in
+//! the next pass. Passes never overlap, nor do readings.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::advance::{advance_all, Effects};
+use super::advance::{advance_all, stop_on_alarms, Clock, Effects};
+use super::alarms::{self, Reading, Watch};
 use crate::bus::{EventBus, Stored};
 use crate::metrics::RuntimeMetrics;
 use crate::store::{Store, StoreError};
@@ -28,6 +32,16 @@ pub struct Supervisor {
     agent_timeout: Duration,
     busy: bool,
     again: bool,
+    /// How often alarms are read.
+    alarm_interval: Duration,
+    /// The client alarms are read with.
+    client: reqwest::Client,
+    /// A reading is under way.
+    reading: bool,
+    /// When the newest complete reading began (unix seconds; 0: none yet).
+    alarms_read_at: f64,
+    /// Deployments to stop in the next pass (id, why).
+    alarm_stops: Vec<(i64, String)>,
 }
 
 impl Supervisor {
@@ -38,6 +52,7 @@ impl Supervisor {
         agents: Arc<tokio::sync::Notify>,
         metrics: RuntimeMetrics,
         agent_timeout: Duration,
+        alarm_interval: Duration,
     ) -> Supervisor {
         Supervisor {
             store,
@@ -47,6 +62,11 @@ impl Supervisor {
             agent_timeout,
             busy: false,
             again: false,
+            alarm_interval,
+            client: alarms::poll::client(),
+            reading: false,
+            alarms_read_at: 0.0,
+            alarm_stops: Vec::new(),
         }
     }
 
@@ -57,11 +77,24 @@ impl Supervisor {
         }
         self.busy = true;
         let store = self.store.clone();
-        let lost = self.agent_timeout.as_secs_f64();
+        let agent_lost = self.agent_timeout.as_secs_f64();
+        let alarms_read_at = self.alarms_read_at;
+        let stops = std::mem::take(&mut self.alarm_stops);
         let job = tokio::task::spawn_blocking(move || {
             store.deploy_tx(|t| {
                 let mut fx = Effects::default();
-                advance_all(t, &mut fx, now(), lost)?;
+                let now = now();
+                // Stops lost with a failed transaction come back with the next reading.
+                stop_on_alarms(t, &mut fx, &stops, now)?;
+                advance_all(
+                    t,
+                    &mut fx,
+                    Clock {
+                        now,
+                        agent_lost,
+                        alarms_read_at,
+                    },
+                )?;
                 Ok::<_, StoreError>(fx)
             })
         });
@@ -88,6 +121,71 @@ impl Supervisor {
     }
 }
 
+impl Supervisor {
+    /// Reads the alarms of the running and baking deployments, unless a reading is
+    /// under way or the last one began less than `alarm_interval` ago.
+    fn read_alarms(&mut self, ctx: &mut Context<Self>) {
+        let began = now();
+        if self.reading || began - self.alarms_read_at < self.alarm_interval.as_secs_f64() {
+            return;
+        }
+        self.reading = true;
+        let (store, client) = (self.store.clone(), self.client.clone());
+        let job = async move {
+            let listed = {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || store.deploy_tx(|t| t.active_deployments()))
+                    .await
+            };
+            let watches: Vec<Watch> = match listed {
+                Ok(Ok(list)) => list
+                    .iter()
+                    .filter(|d| matches!(d.status.as_str(), "IN_PROGRESS" | "BAKING"))
+                    .filter_map(Watch::of)
+                    .collect(),
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(e) => return Err(e.to_string()),
+            };
+            Ok(alarms::poll_all(&client, &store, watches).await)
+        };
+        ctx.spawn(job.into_actor(self).map(move |result, act, ctx| {
+            act.reading = false;
+            match result {
+                Ok(polled) => {
+                    act.alarms_read_at = began;
+                    for p in polled {
+                        for (name, kind, reading) in &p.readings {
+                            let result = match reading {
+                                Reading::Ok => "ok",
+                                Reading::Firing(why) => {
+                                    tracing::warn!(deployment = p.deployment, alarm = %name, %why, "alarm firing");
+                                    "firing"
+                                }
+                                Reading::Unreadable(why) => {
+                                    tracing::warn!(deployment = p.deployment, alarm = %name, %why, "alarm unreadable");
+                                    "unreadable"
+                                }
+                            };
+                            act.metrics
+                                .deploy_alarm_readings_total
+                                .with_label_values(&[kind, result])
+                                .inc();
+                        }
+                        if let Some(why) = p.stop {
+                            act.alarm_stops.push((p.deployment, why));
+                        }
+                    }
+                    act.pass(ctx);
+                }
+                Err(e) => {
+                    // The next tick tries again.
+                    tracing::error!(error = %e, "cannot list the deployments whose alarms to read")
+                }
+            }
+        }));
+    }
+}
+
 fn now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -100,8 +198,12 @@ impl Actor for Supervisor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.busy = false;
+        self.reading = false;
         ctx.notify(Wake);
-        ctx.run_interval(Duration::from_secs(1), |act, ctx| act.pass(ctx));
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| {
+            act.pass(ctx);
+            act.read_alarms(ctx);
+        });
     }
 }
 

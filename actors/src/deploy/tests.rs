@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::advance::{advance_all, Effects, IN_PLACE};
+use super::advance::{advance_all, Clock, Effects, IN_PLACE};
 use crate::store::{CommandReport, NewDeployment, Store, StoreError};
 
 fn store() -> (tempfile::TempDir, Store) {
@@ -27,6 +27,25 @@ fn agent(store: &Store, name: &str, role: &str) {
 }
 
 fn deploy(store: &Store, config: serde_json::Value, auto_rollback: bool, bundle: &str) -> i64 {
+    deploy_with(store, config, auto_rollback, bundle, |_| {})
+}
+
+/// Like [`deploy`], with the settings changed by `edit`.
+fn deploy_with(
+    store: &Store,
+    config: serde_json::Value,
+    auto_rollback: bool,
+    bundle: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> i64 {
+    let mut settings = json!({
+        "config": config,
+        "tags": [["role=web"]],
+        "auto_rollback": { "failure": auto_rollback, "alarm": auto_rollback, "stop": false },
+        "bake_seconds": 0.0,
+        "file_exists_behavior": "DISALLOW",
+    });
+    edit(&mut settings);
     store
         .deploy_tx(|t| {
             t.insert_deployment(&NewDeployment {
@@ -38,24 +57,32 @@ fn deploy(store: &Store, config: serde_json::Value, auto_rollback: bool, bundle:
                 commit: "c".repeat(40),
                 creator: "alice".into(),
                 rollback_of: None,
-                settings: json!({
-                    "config": config,
-                    "tags": [["role=web"]],
-                    "auto_rollback": { "failure": auto_rollback, "alarm": false, "stop": false },
-                    "bake_seconds": 0.0,
-                    "file_exists_behavior": "DISALLOW",
-                }),
+                settings,
             })
         })
         .map(|d| d.id)
         .unwrap()
 }
 
+thread_local! {
+    /// When the alarms were last read, as the passes of this test see it (`None`: now).
+    static ALARMS_READ_AT: std::cell::Cell<Option<f64>> = const { std::cell::Cell::new(None) };
+}
+
 fn pass(store: &Store) {
+    let alarms_read_at = ALARMS_READ_AT.with(|c| c.get()).unwrap_or_else(now);
     store
         .deploy_tx(|t| {
             let mut fx = Effects::default();
-            advance_all(t, &mut fx, now(), 60.0)?;
+            advance_all(
+                t,
+                &mut fx,
+                Clock {
+                    now: now(),
+                    agent_lost: 60.0,
+                    alarms_read_at,
+                },
+            )?;
             Ok::<_, StoreError>(())
         })
         .unwrap();
@@ -206,4 +233,66 @@ fn without_a_matching_agent_the_deployment_fails_with_the_reason() {
     let d = store.deployment(id).unwrap().unwrap();
     assert_eq!(d.status, "FAILED");
     assert!(d.reason.unwrap().contains("no registered agent matches"));
+}
+
+#[test]
+fn alarms_have_the_last_word_and_a_firing_one_stops_and_rolls_back() {
+    let (_d, store) = store();
+    for a in ["w1", "w2"] {
+        agent(&store, a, "web");
+    }
+    let alarms = |s: &mut serde_json::Value| {
+        s["alarms"] = json!([{ "name": "paged", "alertmanager": { "alert": "Down" } }]);
+    };
+    // No reading since long ago: every host is done, but the deployment waits for one.
+    ALARMS_READ_AT.with(|c| c.set(Some(1.0)));
+    let good = deploy_with(&store, json!("all-at-once"), true, "good", alarms);
+    run_to_end(&store, &["w1", "w2"], &[]);
+    let waiting = store.deployment(good).unwrap().unwrap();
+    assert_eq!(waiting.status, "IN_PROGRESS", "{waiting:?}");
+    ALARMS_READ_AT.with(|c| c.set(None));
+    pass(&store);
+    assert_eq!(store.deployment(good).unwrap().unwrap().status, "SUCCEEDED");
+
+    // A baking deployment is stopped by a firing alarm, and rolled back.
+    let bad = deploy_with(&store, json!("all-at-once"), true, "bad", |s| {
+        alarms(s);
+        s["bake_seconds"] = json!(3600.0);
+        s["file_exists_behavior"] = json!("OVERWRITE");
+    });
+    run_to_end(&store, &["w1", "w2"], &[]);
+    assert_eq!(store.deployment(bad).unwrap().unwrap().status, "BAKING");
+    store
+        .deploy_tx(|t| {
+            let mut fx = Effects::default();
+            super::advance::stop_on_alarms(
+                t,
+                &mut fx,
+                &[(bad, "alarm `paged` is firing".into())],
+                now(),
+            )?;
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    let stopped = store.deployment(bad).unwrap().unwrap();
+    assert_eq!(stopped.status, "STOPPED");
+    let reason = stopped.reason.unwrap();
+    assert!(
+        reason.starts_with("alarm `paged` is firing; rolling back"),
+        "{reason}"
+    );
+    let rollback = store
+        .deployment(stopped.rollback_id.unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(rollback.bundle_sha256, "good");
+    // The rollback takes the good deployment's file_exists_behavior, and is not watched.
+    assert_eq!(rollback.settings["file_exists_behavior"], "DISALLOW");
+    assert!(super::alarms::Watch::of(&rollback).is_none());
+    run_to_end(&store, &["w1", "w2"], &[]);
+    // It bakes as the group says (an hour here).
+    assert_eq!(
+        store.deployment(rollback.id).unwrap().unwrap().status,
+        "BAKING"
+    );
 }

@@ -18,7 +18,7 @@ pub struct Effects {
     pub stop_builds: Vec<i64>,
     /// Executions that ended, by status (for the metrics).
     pub ended: Vec<String>,
-    /// Whether deploy actions created deployments (the supervisor should look).
+    /// Whether deploy actions created or stopped deployments (the supervisor should look).
     pub deployments_created: bool,
 }
 

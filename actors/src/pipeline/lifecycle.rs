@@ -185,8 +185,38 @@ pub fn abandon_running(
             t.stop_queued_build(b, why)?;
             fx.stop_builds.push(b);
         }
+        if let Some(id) = a.detail.get("deployment").and_then(|v| v.as_i64()) {
+            stop_deployment_of(t, fx, id, why, now)?;
+        }
         fx.emit(t, action_event(e, &stage, &a, actor))?;
     }
+    Ok(())
+}
+
+/// Stops deployment `id` of an abandoned deploy action, if it still runs (the group's
+/// auto-rollback on stop applies, as when a person stops it).
+fn stop_deployment_of(
+    t: &PipelineTx<'_>,
+    fx: &mut Effects,
+    id: i64,
+    why: &str,
+    now: f64,
+) -> Result<(), StoreError> {
+    let d = t.deploy();
+    let Some(mut deployment) = d.deployment(id)?.filter(|x| x.active()) else {
+        return Ok(());
+    };
+    let mut dfx = crate::deploy::advance::Effects::default();
+    crate::deploy::advance::stop_deployment(
+        &d,
+        &mut dfx,
+        &mut deployment,
+        format!("its pipeline action was abandoned ({why})"),
+        "stop",
+        now,
+    )?;
+    fx.events.extend(dfx.events);
+    fx.deployments_created = true;
     Ok(())
 }
 

@@ -28,7 +28,7 @@ pub struct DeploymentRow {
     pub bundle_sha256: String,
     /// The commit the build was of.
     pub commit: String,
-    /// QUEUED, IN_PROGRESS, BAKING, SUCCEEDED, FAILED, STOPPED.
+    /// CREATED, QUEUED, IN_PROGRESS, BAKING, SUCCEEDED, FAILED, STOPPED.
     pub status: String,
     /// A user, `rollback`, or `pipeline/NAME`.
     pub creator: String,
@@ -53,7 +53,10 @@ pub struct DeploymentRow {
 impl DeploymentRow {
     /// Whether it may still change.
     pub fn active(&self) -> bool {
-        matches!(self.status.as_str(), "QUEUED" | "IN_PROGRESS" | "BAKING")
+        matches!(
+            self.status.as_str(),
+            "CREATED" | "QUEUED" | "IN_PROGRESS" | "BAKING"
+        )
     }
 }
 
@@ -226,14 +229,14 @@ fn optional<T>(r: rusqlite::Result<T>) -> rusqlite::Result<Option<T>> {
     }
 }
 
-/// Creates a deployment (QUEUED) on `conn`.
+/// Creates a deployment (CREATED) on `conn`.
 pub(super) fn insert_in(
     conn: &rusqlite::Connection,
     d: &NewDeployment,
 ) -> Result<DeploymentRow, StoreError> {
     conn.execute(
         "INSERT INTO deployments (application, group_name, build_id, artifact, bundle_sha256, commit_id, status, creator, rollback_of, settings, created)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'QUEUED', ?7, ?8, ?9, ?10)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'CREATED', ?7, ?8, ?9, ?10)",
         rusqlite::params![
             d.application,
             d.group_name,
@@ -383,8 +386,15 @@ impl Store {
     }
 }
 
+impl<'a> DeployTx<'a> {
+    /// Over an open transaction.
+    pub(super) fn over(tx: &'a rusqlite::Transaction<'a>) -> DeployTx<'a> {
+        DeployTx { tx }
+    }
+}
+
 impl DeployTx<'_> {
-    /// Creates a deployment (QUEUED).
+    /// Creates a deployment (CREATED).
     pub fn insert_deployment(&self, d: &NewDeployment) -> Result<DeploymentRow, StoreError> {
         insert_in(self.tx, d)
     }
@@ -397,7 +407,7 @@ impl DeployTx<'_> {
     /// Deployments that may still move, oldest first.
     pub fn active_deployments(&self) -> Result<Vec<DeploymentRow>, StoreError> {
         let mut stmt = self.tx.prepare_cached(&format!(
-            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE status IN ('QUEUED', 'IN_PROGRESS', 'BAKING') ORDER BY id"
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE status IN ('CREATED', 'QUEUED', 'IN_PROGRESS', 'BAKING') ORDER BY id"
         ))?;
         let rows = stmt.query_map([], deployment_row)?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)

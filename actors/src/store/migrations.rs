@@ -310,6 +310,21 @@ const MIGRATIONS: &[(i64, &str)] = &[
     );
     "#,
     ),
+    (
+        9,
+        r#"
+    -- Alerts Alertmanager posted to the webhook, by fingerprint; a resolved alert is
+    -- deleted. Deployment alarms of kind `alertmanager` read the firing ones by name.
+    CREATE TABLE alerts (
+        fingerprint TEXT PRIMARY KEY,
+        alertname   TEXT NOT NULL,
+        labels      TEXT NOT NULL,            -- JSON object
+        starts_at   TEXT,
+        received    REAL NOT NULL
+    );
+    CREATE INDEX alerts_name ON alerts(alertname);
+    "#,
+    ),
 ];
 
 pub(super) fn apply(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {

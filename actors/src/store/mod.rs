@@ -6,6 +6,7 @@
 //! [`migrations`], applied in order at open and recorded in `schema_version`.
 
 mod agents;
+mod alerts;
 mod audit;
 mod builds;
 mod cache;
@@ -20,6 +21,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use agents::{secret_hash, AgentRow, RegisterRefused};
+pub use alerts::AlertUpdate;
 pub use audit::{AuditEntry, AuditFilter, AuditKind};
 pub use builds::{ArtifactRef, ArtifactRow, BuildPlan, BuildRow, NewBuild, PlanInput};
 pub use cache::CacheRow;

@@ -618,6 +618,12 @@ impl PipelineTx<'_> {
         )? > 0)
     }
 
+    /// The deployment tables in this same transaction (a stopped pipeline stops its
+    /// deploy actions' deployments).
+    pub fn deploy(&self) -> super::DeployTx<'_> {
+        super::deployments::DeployTx::over(self.tx)
+    }
+
     /// Creates a deployment (a pipeline's deploy action).
     pub fn insert_deployment(
         &self,
