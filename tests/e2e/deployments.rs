@@ -430,3 +430,53 @@ fn a_killed_agent_fails_its_host_and_is_deployed_to_first_next_time() {
     );
     drop(first);
 }
+
+/// Abandoning a pipeline execution stops the deployment of its running deploy action.
+#[test]
+fn abandoning_a_pipeline_stops_its_deployment() {
+    let s = Server::start();
+    s.push_admin_file(
+        "deploy.yaml",
+        "applications:\n  web:\n    groups:\n      prod:\n        tags: [[\"role=web\"]]\n",
+    )
+    .ok();
+    let agent = start_agent(&s, "web-1", &["role=web"]);
+    let work = s.local_repo(&s.admin, "w");
+    commit_file(&s, &s.admin, &work, "buildspec.yml", SPEC, "spec");
+    commit_file(&s, &s.admin, &work, "appspec.yml", APPSPEC, "appspec");
+    commit_file(&s, &s.admin, &work, "site/index.html", "slow\n", "site");
+    commit_file(
+        &s,
+        &s.admin,
+        &work,
+        "scripts/validate.sh",
+        "#!/bin/sh\ntouch \"$SLIPWAY_AGENT_ROOT/validating\"\nsleep 20\n",
+        "slow validate",
+    );
+    let pipeline = "name: ship\nstages:\n  - name: build\n    actions: [ { name: compile, build: {}, outputs: [site] } ]\n  - name: deploy\n    actions: [ { name: prod, deploy: { application: web, group: prod }, inputs: [site] } ]\n";
+    commit_file(&s, &s.admin, &work, "pipeline.yml", pipeline, "pipeline");
+    s.git(&s.admin, &work, &["push", "-q", &s.url("app-ship"), "main"])
+        .ok();
+    let id = crate::pipelines::wait_executions(&s, "ship", 1)[0];
+    let validating = eventually(Duration::from_secs(60), || {
+        agent.root.join("validating").exists()
+    });
+    assert!(
+        validating,
+        "ValidateService never started\n{}",
+        s.log_text()
+    );
+    s.ssh(&s.admin, &format!("pipeline stop {id} --abandon"))
+        .ok();
+    let stopped = crate::pipelines::wait_execution(&s, id, "STOPPED");
+    let prod = crate::pipelines::action(&stopped, "prod");
+    assert_eq!(prod["status"], "ABANDONED", "{stopped:#}");
+    let deployment = prod["detail"]["deployment"].as_i64().unwrap();
+    let d = wait_deployment(&s, deployment);
+    assert_eq!(d["deployment"]["status"], "STOPPED", "{d:#}");
+    let reason = d["deployment"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("its pipeline action was abandoned"),
+        "{reason}"
+    );
+}

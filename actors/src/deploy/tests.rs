@@ -296,3 +296,24 @@ fn alarms_have_the_last_word_and_a_firing_one_stops_and_rolls_back() {
         "BAKING"
     );
 }
+
+#[test]
+fn deployments_are_created_then_queued_behind_the_active_one() {
+    let (_d, store) = store();
+    agent(&store, "w1", "web");
+    let first = deploy(&store, json!("all-at-once"), false, "b1");
+    let second = deploy(&store, json!("all-at-once"), false, "b2");
+    let status = |id| store.deployment(id).unwrap().unwrap().status;
+    assert_eq!(
+        (status(first), status(second)),
+        ("CREATED".into(), "CREATED".into())
+    );
+    pass(&store);
+    assert_eq!(status(first), "IN_PROGRESS");
+    assert_eq!(status(second), "QUEUED");
+    run_to_end(&store, &["w1"], &[]);
+    assert_eq!(
+        (status(first), status(second)),
+        ("SUCCEEDED".into(), "SUCCEEDED".into())
+    );
+}
