@@ -28,6 +28,8 @@ pub struct BoundAddresses {
     pub ssh: SocketAddr,
     /// The HTTP listener.
     pub http: SocketAddr,
+    /// Its base URL (`https://` when `http.tls` is set), as agents are given it.
+    pub http_url: String,
     /// The server's process id.
     pub pid: u32,
 }
@@ -46,6 +48,21 @@ pub async fn run(
             data.root().display()
         );
     }
+    // Settings that cannot work stop the start before anything listens.
+    let settings_file = data.settings();
+    settings
+        .http
+        .check_exposure()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", settings_file.display()))?;
+    let tls = match &settings.http.tls {
+        Some(tls) => {
+            let config = crate::http::tls::server_config(tls)
+                .map_err(|e| anyhow::anyhow!("{}: http.tls: {e}", settings_file.display()))?;
+            crate::http::tls::warn_if_key_is_exposed(tls);
+            Some(config)
+        }
+        None => None,
+    };
     // One server per data directory: a second one would steal the hook socket.
     std::fs::create_dir_all(data.run())?;
     let lock_path = data.run().join("serve.lock");
@@ -101,9 +118,11 @@ pub async fn run(
     let http_listener = std::net::TcpListener::bind(settings.http.listen)
         .with_context(|| format!("cannot listen for HTTP on {}", settings.http.listen))?;
     http_listener.set_nonblocking(true)?;
+    let http_addr = http_listener.local_addr()?;
     let bound = BoundAddresses {
         ssh: ssh_listener.local_addr()?,
-        http: http_listener.local_addr()?,
+        http: http_addr,
+        http_url: format!("{}://{http_addr}", settings.http.scheme()),
         pid: std::process::id(),
     };
     // Commands and mail print clone URLs and commands with the real port.
@@ -169,10 +188,10 @@ pub async fn run(
         tracker.clone(),
     ));
     self_test_hook(&data).await?;
-    let http = crate::http::start(state.clone(), http_listener)?;
+    let http = crate::http::start(state.clone(), http_listener, tls)?;
     let http_handle = http.handle();
     let http_task = tokio::spawn(http);
-    tracing::info!(ssh = %bound.ssh, http = %bound.http, data = %data.root().display(), "slipway is serving");
+    tracing::info!(ssh = %bound.ssh, http = %bound.http_url, data = %data.root().display(), "slipway is serving");
     on_bound(&bound);
 
     shutdown.await;

@@ -1,7 +1,7 @@
 //! `slipway.yaml`: server settings. Defaults, then the file, then command-line flags.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -15,7 +15,7 @@ use slipway_actors::config::settings::{
 pub struct Settings {
     /// The SSH listener.
     pub ssh: SshSettings,
-    /// The HTTP listener (metrics, health).
+    /// The HTTP listener (metrics, health, the deploy agents' API).
     pub http: HttpSettings,
     /// How git is run.
     pub git: GitSettings,
@@ -60,6 +60,52 @@ pub struct SshSettings {
 pub struct HttpSettings {
     /// Address to listen on (`--http-listen` overrides).
     pub listen: SocketAddr,
+    /// Serve HTTPS (only) with this certificate and key.
+    pub tls: Option<TlsSettings>,
+    /// Serve plain HTTP on an address that is not loopback. Off: the server refuses to
+    /// start that way, since agents' credentials would cross the network in clear text.
+    pub allow_insecure: bool,
+}
+
+/// The HTTPS certificate and key (PEM). Relative paths are relative to the data
+/// directory ([`Settings::load`] makes them absolute).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The server's certificate, followed by any intermediate certificates.
+    pub cert: PathBuf,
+    /// Its private key: PKCS#8, RSA (PKCS#1) or EC (SEC1), unencrypted.
+    pub key: PathBuf,
+}
+
+/// Plain HTTP on an address other than loopback, without `http.allow_insecure`.
+#[derive(Debug, thiserror::Error)]
+#[error("http.listen (or --http-listen) is {listen}, which is not a loopback address, and http.tls is not set: deploy agents' credentials would cross the network unencrypted. Add `tls: {{ cert: CERT.pem, key: KEY.pem }}` under `http:` in slipway.yaml to serve HTTPS (docs/deployments.md shows how to make a certificate), listen on 127.0.0.1, or add `allow_insecure: true` under `http:` if this network is trusted")]
+pub struct InsecureHttp {
+    /// The address.
+    pub listen: SocketAddr,
+}
+
+impl HttpSettings {
+    /// Refuses plain HTTP on an address that is not loopback unless it is allowed.
+    pub fn check_exposure(&self) -> Result<(), InsecureHttp> {
+        let loopback = self.listen.ip().to_canonical().is_loopback();
+        if self.tls.is_none() && !loopback && !self.allow_insecure {
+            return Err(InsecureHttp {
+                listen: self.listen,
+            });
+        }
+        Ok(())
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
 }
 
 /// How slipway runs git.
@@ -91,6 +137,8 @@ impl Default for HttpSettings {
     fn default() -> Self {
         HttpSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls: None,
+            allow_insecure: false,
         }
     }
 }
@@ -105,7 +153,8 @@ impl Default for GitSettings {
 }
 
 impl Settings {
-    /// Reads `path`; a missing file means all defaults.
+    /// Reads `path` (`DATA/slipway.yaml`); a missing file means all defaults. Relative
+    /// paths in it become paths in the directory that holds it, the data directory.
     pub fn load(path: &Path) -> anyhow::Result<Settings> {
         use anyhow::Context;
         let text = match std::fs::read_to_string(path) {
@@ -113,8 +162,12 @@ impl Settings {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Settings::default()),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
-        let settings: Settings = serde_yaml::from_str(&text)
+        let mut settings: Settings = serde_yaml::from_str(&text)
             .with_context(|| format!("{} is not valid; fix it and start again", path.display()))?;
+        if let (Some(tls), Some(dir)) = (settings.http.tls.as_mut(), path.parent()) {
+            tls.cert = dir.join(&tls.cert);
+            tls.key = dir.join(&tls.key);
+        }
         if !(0..=19).contains(&settings.builds.nice) {
             anyhow::bail!(
                 "{}: builds.nice must be between 0 (no change) and 19 (lowest priority), not {}",
@@ -189,12 +242,56 @@ mod tests {
         let text = include_str!("../etc/slipway.yaml");
         let s: Settings = serde_yaml::from_str(text).expect("etc/slipway.yaml parses");
         assert_eq!(s.ssh.login_grace_time, Duration::from_secs(60));
+        assert!(s.http.tls.is_none() && !s.http.allow_insecure);
     }
 
     #[test]
     fn bad_duration_says_what_to_write() {
         let err = serde_yaml::from_str::<Settings>("ssh: { idle_timeout: soon }").unwrap_err();
         assert!(err.to_string().contains("write e.g."), "{err}");
+    }
+
+    #[test]
+    fn tls_paths_are_relative_to_the_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slipway.yaml");
+        std::fs::write(
+            &path,
+            "http:\n  tls: { cert: tls/cert.pem, key: /etc/slipway/key.pem }\n",
+        )
+        .unwrap();
+        let tls = Settings::load(&path).unwrap().http.tls.unwrap();
+        assert_eq!(tls.cert, dir.path().join("tls/cert.pem"));
+        assert_eq!(tls.key, Path::new("/etc/slipway/key.pem"));
+        std::fs::write(&path, "http:\n  tls: { cert: cert.pem }\n").unwrap();
+        let err = format!("{:#}", Settings::load(&path).unwrap_err());
+        assert!(err.contains("missing field `key`"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_beyond_loopback_needs_tls_or_permission() {
+        let http = |yaml: &str| serde_yaml::from_str::<Settings>(yaml).unwrap().http;
+        assert!(HttpSettings::default().check_exposure().is_ok());
+        assert!(http("http: { listen: \"[::1]:8080\" }")
+            .check_exposure()
+            .is_ok());
+        let err = http("http: { listen: 0.0.0.0:8080 }")
+            .check_exposure()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("0.0.0.0:8080"), "{err}");
+        assert!(err.contains("tls: { cert:"), "{err}");
+        assert!(err.contains("allow_insecure: true"), "{err}");
+        assert!(
+            http("http: { listen: 10.0.0.1:8080, allow_insecure: true }")
+                .check_exposure()
+                .is_ok()
+        );
+        assert!(
+            http("http: { listen: 0.0.0.0:8443, tls: { cert: c.pem, key: k.pem } }")
+                .check_exposure()
+                .is_ok()
+        );
     }
 
     #[test]

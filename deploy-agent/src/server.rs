@@ -328,6 +328,37 @@ fn unreachable(url: &str, e: impl std::fmt::Display) -> ServerError {
     }
 }
 
+/// A request that failed on the way: reqwest's own message names only the URL, so the
+/// causes (refused, timed out, an untrusted certificate) are added, and for a
+/// certificate problem what to do about it.
+fn request_failed(url: &str, e: reqwest::Error) -> ServerError {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    if message.contains("CaUsedAsEndEntity") {
+        // rustls will not take a CA certificate as the server's own, which is what a
+        // plain `openssl req -x509` makes.
+        message.push_str(
+            "; the server's certificate is a CA certificate (CA:TRUE): make it with `-addext basicConstraints=critical,CA:FALSE`, or sign it with a private CA and give the CA's certificate with --ca FILE",
+        );
+    } else if message.contains("certificate") {
+        message.push_str(
+            "; if the server's certificate comes from a private CA, give that CA's certificate with --ca FILE (to register and to run)",
+        );
+    } else if url.starts_with("http://") && message.contains("invalid HTTP version") {
+        // What a TLS alert looks like to an HTTP client.
+        message.push_str("; the server may be speaking HTTPS: use https://");
+    }
+    unreachable(url, message)
+}
+
 fn garbage(url: &str, e: impl std::fmt::Display) -> ServerError {
     ServerError::Garbage {
         url: url.to_string(),
@@ -367,7 +398,7 @@ async fn json_body<T: serde::de::DeserializeOwned>(
     response: reqwest::Response,
 ) -> Result<T, ServerError> {
     let response = checked(url, response).await?;
-    let body = response.bytes().await.map_err(|e| unreachable(url, e))?;
+    let body = response.bytes().await.map_err(|e| request_failed(url, e))?;
     serde_json::from_slice(&body).map_err(|e| garbage(url, e))
 }
 
@@ -380,13 +411,25 @@ impl Client {
             .timeout(Duration::from_secs(POLL_WAIT_SECONDS + 15))
             .user_agent(concat!("slipway-agent/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = ca_pem {
-            let cert = reqwest::Certificate::from_pem(pem)
-                .map_err(|e| ServerError::State(format!("the --ca certificate is not PEM: {e}")))?;
-            builder = builder.add_root_certificate(cert);
+            // Every certificate in the file is trusted (a bundle works); a file without
+            // one would otherwise be ignored in silence.
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| ServerError::State(format!("the --ca file is not PEM: {e}")))?;
+            if certs.is_empty() {
+                return Err(ServerError::State(
+                    "the --ca file holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the certificate of the CA that signed the server's certificate".into(),
+                ));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
         }
-        let http = builder
-            .build()
-            .map_err(|e| ServerError::State(format!("cannot set up HTTP: {e}")))?;
+        let http = builder.build().map_err(|e| {
+            let cause = std::error::Error::source(&e)
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
+            ServerError::State(format!("cannot set up HTTP: {e}{cause}"))
+        })?;
         Ok(Client {
             http,
             base: base.to_string(),
@@ -406,9 +449,9 @@ impl Client {
             }))
             .send()
             .await
-            .map_err(|e| unreachable(&url, e))?;
+            .map_err(|e| request_failed(&url, e))?;
         let status = response.status();
-        let body: serde_json::Value = response.json().await.map_err(|e| unreachable(&url, e))?;
+        let body: serde_json::Value = response.json().await.map_err(|e| request_failed(&url, e))?;
         if !status.is_success() {
             return Err(ServerError::Refused(
                 body["error"]
@@ -438,7 +481,7 @@ impl Client {
             .json(&serde_json::json!({ "version": env!("CARGO_PKG_VERSION") }))
             .send()
             .await
-            .map_err(|e| unreachable(&url, e))?;
+            .map_err(|e| request_failed(&url, e))?;
         match response.status() {
             reqwest::StatusCode::NO_CONTENT => Ok(Polled::Nothing),
             reqwest::StatusCode::UNAUTHORIZED => Err(ServerError::Unauthorized),
@@ -460,7 +503,7 @@ impl Client {
             .json(&serde_json::json!({}))
             .send()
             .await
-            .map_err(|e| unreachable(&url, e))?;
+            .map_err(|e| request_failed(&url, e))?;
         let answer: AckAnswer = json_body(&url, response).await?;
         Ok(answer.status)
     }
@@ -480,7 +523,7 @@ impl Client {
             .json(completion)
             .send()
             .await
-            .map_err(|e| unreachable(&url, e))?;
+            .map_err(|e| request_failed(&url, e))?;
         checked(&url, response).await.map(drop)
     }
 
@@ -497,7 +540,7 @@ impl Client {
             .bearer_auth(credential)
             .send()
             .await
-            .map_err(|e| unreachable(&url, e))?;
+            .map_err(|e| request_failed(&url, e))?;
         json_body(&url, response).await
     }
 
@@ -519,7 +562,7 @@ impl Client {
             .timeout(DOWNLOAD_TIMEOUT)
             .send()
             .await
-            .map_err(|e| unreachable(&url, e))?;
+            .map_err(|e| request_failed(&url, e))?;
         let mut response = checked(&url, response).await?;
         if response.content_length().is_some_and(|n| n > max_bytes) {
             return Err(ServerError::TooLarge {
@@ -562,7 +605,7 @@ async fn write_body(
                     format!("nothing arrived for {} seconds", DOWNLOAD_STALL.as_secs()),
                 )
             })?
-            .map_err(|e| unreachable(url, e))?;
+            .map_err(|e| request_failed(url, e))?;
         let Some(chunk) = chunk else { break };
         size = size.saturating_add(chunk.len() as u64);
         if size > max_bytes {
@@ -603,6 +646,15 @@ mod tests {
             check_url("not a url", true),
             Err(ServerError::Url(..))
         ));
+    }
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_refused() {
+        let err = Client::new("https://ci.example", Some(b"not a certificate\n"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("holds no PEM certificate"), "{err}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `slipway check`: validate the settings and the admin configuration, as a push would.
+//! `slipway check`: validate the settings (with the HTTPS certificate and key they name)
+//! and the admin configuration, as a push would.
 
 use crate::adminconfig::{load_current, ADMIN_REF};
 use crate::datadir::DataDir;
@@ -19,6 +20,26 @@ pub async fn check(data: &DataDir) -> (Vec<String>, bool) {
             Settings::default()
         }
     };
+    if let Err(e) = settings.http.check_exposure() {
+        ok = false;
+        lines.push(format!("error {}: {e}", data.settings().display()));
+    }
+    if let Some(tls) = &settings.http.tls {
+        match crate::http::tls::server_config(tls) {
+            Ok(_) => lines.push(format!(
+                "ok    HTTPS certificate {} with key {}",
+                tls.cert.display(),
+                tls.key.display()
+            )),
+            Err(e) => {
+                ok = false;
+                lines.push(format!(
+                    "error {}: http.tls: {e}",
+                    data.settings().display()
+                ));
+            }
+        }
+    }
     let admin = data.repos().join("admin.git");
     match load_current(&settings.git.binary, &admin).await {
         Ok(config) => {

@@ -79,9 +79,9 @@ pub fn quick_start(data: &DataDir, bound: &BoundAddresses, key: Option<&PathBuf>
         None => String::new(),
     };
     format!(
-        "\nslipway is serving (development mode)\n  data:    {data}\n  ssh:     {ssh_addr}\n  metrics: http://{http}/metrics\n\nStart here:\n  {ssh} git@{host} whoami\n  {ssh} git@{host} help\n  {git_env}git clone ssh://git@{host}:{port}/admin.git      # who may do what: access.yaml\n  {ssh} git@{host} repo create demo\n  {git_env}git clone ssh://git@{host}:{port}/demo.git\n\nStop with Ctrl-C.\n",
+        "\nslipway is serving (development mode)\n  data:    {data}\n  ssh:     {ssh_addr}\n  metrics: {http}/metrics\n\nStart here:\n  {ssh} git@{host} whoami\n  {ssh} git@{host} help\n  {git_env}git clone ssh://git@{host}:{port}/admin.git      # who may do what: access.yaml\n  {ssh} git@{host} repo create demo\n  {git_env}git clone ssh://git@{host}:{port}/demo.git\n\nStop with Ctrl-C.\n",
         data = data.root().display(),
         ssh_addr = bound.ssh,
-        http = bound.http,
+        http = bound.http_url,
     )
 }

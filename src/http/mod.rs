@@ -1,9 +1,13 @@
 //! The HTTP listener (actix-web): `/metrics`, `/healthz`, the deploy agents' API
 //! ([`agent_api`]) and Alertmanager's webhook ([`alertmanager`]). The dashboard joins
 //! it with its issue.
+//!
+//! With `http.tls` set the listener speaks HTTPS only ([`tls`]); plain HTTP is for
+//! loopback, or for a network the operator says is trusted (`http.allow_insecure`).
 
 mod agent_api;
 mod alertmanager;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -39,10 +43,12 @@ async fn healthz(state: web::Data<Arc<ServerState>>) -> HttpResponse {
     }
 }
 
-/// Starts the HTTP server on `listener`; the returned server runs until stopped.
+/// Starts the HTTP server on `listener`, speaking HTTPS when `tls` is given; the returned
+/// server runs until stopped.
 pub fn start(
     state: Arc<ServerState>,
     listener: TcpListener,
+    tls: Option<rustls::ServerConfig>,
 ) -> std::io::Result<actix_web::dev::Server> {
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
@@ -55,8 +61,10 @@ pub fn start(
     })
     .workers(1)
     .disable_signals()
-    .shutdown_timeout(5)
-    .listen(listener)?
-    .run();
-    Ok(server)
+    .shutdown_timeout(5);
+    let server = match tls {
+        Some(config) => server.listen_rustls_0_23(listener, config)?,
+        None => server.listen(listener)?,
+    };
+    Ok(server.run())
 }

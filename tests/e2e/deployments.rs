@@ -13,6 +13,24 @@ pub struct Agent {
     pub root: PathBuf,
     state: PathBuf,
     log: PathBuf,
+    args: Vec<String>,
+}
+
+/// How an agent reaches the server: the URL it registers with, and flags that both
+/// `register` and `run` take (e.g. `--ca FILE`).
+pub struct Connection {
+    pub url: String,
+    pub args: Vec<String>,
+}
+
+impl Connection {
+    /// Plain HTTP to the server's loopback listener.
+    pub fn plain(s: &Server) -> Connection {
+        Connection {
+            url: format!("http://127.0.0.1:{}", s.http_port),
+            args: Vec::new(),
+        }
+    }
 }
 
 impl Agent {
@@ -25,11 +43,11 @@ impl Agent {
     /// Starts it again with the same state and root.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = spawn_agent(&self.state, &self.root, &self.log);
+        self.child = spawn_agent(&self.state, &self.root, &self.log, &self.args);
     }
 }
 
-fn spawn_agent(state: &Path, root: &Path, log: &Path) -> Child {
+fn spawn_agent(state: &Path, root: &Path, log: &Path, args: &[String]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -40,6 +58,7 @@ fn spawn_agent(state: &Path, root: &Path, log: &Path) -> Child {
         .arg(state)
         .arg("--root")
         .arg(root)
+        .args(args)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -72,36 +91,43 @@ pub fn agent_binary() -> PathBuf {
 
 /// Registers an agent `name` with `tags` and starts it.
 pub fn start_agent(s: &Server, name: &str, tags: &[&str]) -> Agent {
+    start_agent_via(s, name, tags, &Connection::plain(s))
+}
+
+/// A one-time registration token for `tags`, made by the administrator.
+pub fn agent_token(s: &Server, tags: &[&str]) -> String {
     let mut cmd = "agent token create".to_string();
     for t in tags {
         cmd.push_str(&format!(" --tag {t}"));
     }
-    let token = s
-        .ssh(&s.admin, &cmd)
+    s.ssh(&s.admin, &cmd)
         .ok()
         .stdout
         .lines()
         .next()
         .unwrap()
-        .to_string();
+        .to_string()
+}
+
+/// Registers an agent `name` with `tags` through `connection` and starts it.
+pub fn start_agent_via(s: &Server, name: &str, tags: &[&str], connection: &Connection) -> Agent {
+    let token = agent_token(s, tags);
     let state = s.scratch(&format!("agent-{name}-state"));
     let root = s.scratch(&format!("agent-{name}-root"));
     run(Command::new(agent_binary())
-        .args([
-            "register",
-            "--server",
-            &format!("http://127.0.0.1:{}", s.http_port),
-        ])
+        .args(["register", "--server", &connection.url])
         .args(["--token", &token, "--name", name, "--state"])
-        .arg(&state))
+        .arg(&state)
+        .args(&connection.args))
     .ok();
     let log = s.dir.path().join(format!("agent-{name}.log"));
-    let child = spawn_agent(&state, &root, &log);
+    let child = spawn_agent(&state, &root, &log, &connection.args);
     Agent {
         child,
         root,
         state,
         log,
+        args: connection.args.clone(),
     }
 }
 
@@ -132,6 +158,7 @@ pub fn wait_deployment(s: &Server, id: i64) -> serde_json::Value {
     last
 }
 
+/// Waits until build `id` has ended; answers its JSON.
 pub fn build_done(s: &Server, id: i64) -> serde_json::Value {
     let mut last = serde_json::Value::Null;
     let done = eventually(Duration::from_secs(60), || {

@@ -232,6 +232,9 @@ pub struct Options {
     pub init_only: bool,
     /// Extra environment for the first start (e.g. failpoints).
     pub env: Vec<(&'static str, String)>,
+    /// Files written (mode 0600) into the data directory before the first start, by
+    /// path relative to it (e.g. a TLS certificate and key).
+    pub data_files: Vec<(&'static str, Vec<u8>)>,
 }
 
 impl Server {
@@ -263,6 +266,18 @@ impl Server {
         .ok();
         if let Some(settings) = &options.settings {
             std::fs::write(data.join("slipway.yaml"), settings).unwrap();
+        }
+        for (name, contents) in &options.data_files {
+            use std::os::unix::fs::OpenOptionsExt;
+            let path = data.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut f| f.write_all(contents))
+                .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
         }
         let log = dir.path().join("server.log");
         let mut server = Server {

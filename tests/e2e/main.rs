@@ -10,6 +10,7 @@ mod peers;
 
 mod access;
 mod admin_config;
+mod agent_tls;
 mod agents;
 mod audit;
 mod auth;
