@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use clap::Subcommand;
 use slipway_actors::config::parse_duration;
-use slipway_actors::store::AgentRow;
+use slipway_actors::store::{AgentPlacement, AgentRow};
 
 use super::{json, CommandContext, CommandError, CommandResult};
 use crate::access::Resource;
@@ -20,7 +20,8 @@ pub enum AgentCommand {
     /// Registration tokens for new agents.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// List registered agents: tags, version, last seen.
+    /// List registered agents: tags, version, last seen, health, and the revision each
+    /// deployment group runs on it.
     List {
         /// Print JSON.
         #[arg(long)]
@@ -128,14 +129,23 @@ pub async fn run(ctx: &CommandContext<'_>, cmd: AgentCommand) -> CommandResult {
         }
         AgentCommand::List { json: as_json } => {
             check(ctx, "agent:read")?;
-            let agents = tokio::task::spawn_blocking(move || store.agents())
-                .await
-                .map_err(|e| CommandError::internal("listing agents", e))?
-                .map_err(|e| CommandError::internal("listing agents", e))?;
+            let (agents, placements) = tokio::task::spawn_blocking(move || {
+                Ok::<_, slipway_actors::store::StoreError>((
+                    store.agents()?,
+                    store.agent_placements()?,
+                ))
+            })
+            .await
+            .map_err(|e| CommandError::internal("listing agents", e))?
+            .map_err(|e| CommandError::internal("listing agents", e))?;
             let now = now();
+            let groups_of = |name: &str| -> Vec<&AgentPlacement> {
+                placements.iter().filter(|p| p.agent == name).collect()
+            };
             let rows: Vec<serde_json::Value> = agents
                 .iter()
                 .map(|a: &AgentRow| {
+                    let groups = groups_of(&a.name);
                     serde_json::json!({
                         "name": a.name,
                         "tags": a.tags,
@@ -144,6 +154,8 @@ pub async fn run(ctx: &CommandContext<'_>, cmd: AgentCommand) -> CommandResult {
                         "last_seen": a.last_seen,
                         "seconds_since_seen": (now - a.last_seen).max(0.0).round(),
                         "connected": now - a.last_seen <= SEEN_WITHIN_SECONDS,
+                        "health": health(&groups),
+                        "groups": groups,
                     })
                 })
                 .collect();
@@ -160,8 +172,9 @@ pub async fn run(ctx: &CommandContext<'_>, cmd: AgentCommand) -> CommandResult {
                 .iter()
                 .map(|a| {
                     let ago = (now - a.last_seen).max(0.0);
-                    format!(
-                        "{:<20} {:<30} v{:<8} seen {}s ago{}\n",
+                    let groups = groups_of(&a.name);
+                    let mut line = format!(
+                        "{:<20} {:<30} v{:<8} seen {}s ago{}  {}\n",
                         a.name,
                         tags_text(&a.tags),
                         a.version,
@@ -170,8 +183,26 @@ pub async fn run(ctx: &CommandContext<'_>, cmd: AgentCommand) -> CommandResult {
                             " (not connected)"
                         } else {
                             ""
-                        }
-                    )
+                        },
+                        health(&groups),
+                    );
+                    for g in groups {
+                        let revision = match (&g.commit, &g.revision) {
+                            (Some(c), _) => format!("commit {}", &c[..c.len().min(12)]),
+                            (None, Some(r)) => format!("bundle {}", &r[..r.len().min(12)]),
+                            (None, None) => "no known revision".into(),
+                        };
+                        line.push_str(&format!(
+                            "    {}/{}: {}, {revision}{}\n",
+                            g.application,
+                            g.group,
+                            if g.healthy { "healthy" } else { "UNHEALTHY" },
+                            g.deployment
+                                .map(|d| format!(" (deployment {d})"))
+                                .unwrap_or_default(),
+                        ));
+                    }
+                    line
                 })
                 .collect())
         }
@@ -192,5 +223,17 @@ pub async fn run(ctx: &CommandContext<'_>, cmd: AgentCommand) -> CommandResult {
                 )))
             }
         }
+    }
+}
+
+/// An agent's health over its groups: `healthy`, `UNHEALTHY` (its last deployment in
+/// some group failed) or `no deployments`.
+fn health(groups: &[&AgentPlacement]) -> &'static str {
+    if groups.is_empty() {
+        "no deployments"
+    } else if groups.iter().all(|g| g.healthy) {
+        "healthy"
+    } else {
+        "UNHEALTHY"
     }
 }

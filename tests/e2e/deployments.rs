@@ -435,6 +435,40 @@ fn a_killed_agent_fails_its_host_and_is_deployed_to_first_next_time() {
             .contains("stopped answering"),
         "{lost:#}"
     );
+    // agent list shows each agent's health and the revision it runs.
+    let commit = done["deployment"]["commit"].as_str().unwrap();
+    let list = s.ssh(&s.admin, "agent list").ok().stdout;
+    let line_of = |name: &str| -> String {
+        let start = list
+            .find(&format!("{name} "))
+            .unwrap_or_else(|| panic!("{list}"));
+        list[start..].lines().take(2).collect::<Vec<_>>().join("\n")
+    };
+    let web1 = line_of("web-1");
+    assert!(web1.contains("healthy"), "{list}");
+    assert!(
+        web1.contains(&format!(
+            "web/prod: healthy, commit {} (deployment 1)",
+            &commit[..12]
+        )),
+        "{list}"
+    );
+    let web2 = line_of("web-2");
+    assert!(web2.contains("UNHEALTHY"), "{list}");
+    assert!(
+        web2.contains("web/prod: UNHEALTHY, no known revision (deployment 1)"),
+        "{list}"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&s.ssh(&s.admin, "agent list --json").ok().stdout).unwrap();
+    let web1 = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "web-1")
+        .unwrap();
+    assert_eq!(web1["health"], "healthy", "{listed:#}");
+    assert_eq!(web1["groups"][0]["commit"], commit, "{listed:#}");
 
     second.restart();
     commit_file(

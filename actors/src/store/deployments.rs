@@ -271,7 +271,49 @@ pub struct DeployTx<'a> {
     tx: &'a rusqlite::Transaction<'a>,
 }
 
+/// Where an agent stands in one deployment group (for `agent list`).
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentPlacement {
+    /// The agent.
+    #[serde(skip)]
+    pub agent: String,
+    /// The application.
+    pub application: String,
+    /// The group.
+    pub group: String,
+    /// Whether its last deployment in the group succeeded.
+    pub healthy: bool,
+    /// The revision (bundle SHA-256) it runs, when known.
+    pub revision: Option<String>,
+    /// The commit of that revision, when known.
+    pub commit: Option<String>,
+    /// The last deployment that reached it.
+    pub deployment: Option<i64>,
+}
+
 impl Store {
+    /// Every agent's place in every group it was deployed to, by agent.
+    pub fn agent_placements(&self) -> Result<Vec<AgentPlacement>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT g.agent, g.application, g.group_name, g.healthy, g.revision, g.deployment_id,
+                    (SELECT d.commit_id FROM deployments d WHERE d.bundle_sha256 = g.revision ORDER BY d.id DESC LIMIT 1)
+             FROM group_hosts g ORDER BY g.agent, g.application, g.group_name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(AgentPlacement {
+                agent: r.get(0)?,
+                application: r.get(1)?,
+                group: r.get(2)?,
+                healthy: r.get::<_, i64>(3)? != 0,
+                revision: r.get(4)?,
+                deployment: r.get(5)?,
+                commit: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     /// Runs `f` in one transaction over the deployment tables (commit on `Ok`).
     pub fn deploy_tx<R, E: From<StoreError>>(
         &self,

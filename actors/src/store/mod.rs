@@ -26,7 +26,8 @@ pub use audit::{AuditEntry, AuditFilter, AuditKind};
 pub use builds::{ArtifactRef, ArtifactRow, BuildPlan, BuildRow, NewBuild, PlanInput};
 pub use cache::CacheRow;
 pub use deployments::{
-    CommandReport, DeployTx, DeploymentRow, EventRow, GroupHostRow, HostRow, NewDeployment,
+    AgentPlacement, CommandReport, DeployTx, DeploymentRow, EventRow, GroupHostRow, HostRow,
+    NewDeployment,
 };
 pub use events::{Event, EventFilter, NewEvent};
 pub use outbox::{Delivery, NewDelivery, OutboxStats};
