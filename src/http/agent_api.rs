@@ -25,7 +25,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use slipway_actors::store::AgentRow;
 
-use super::error;
+use super::{bearer, blocking, error};
 use crate::state::ServerState;
 
 /// The longest a poll is held open.
@@ -88,11 +88,12 @@ async fn register(state: web::Data<Arc<ServerState>>, body: web::Json<Register>)
         slipway_actors::store::secret_hash(&credential),
         clean_version(&body.version),
     );
-    let result =
-        tokio::task::spawn_blocking(move || store.agent_register(&token, &name, &cred, &version))
-            .await;
+    let result = blocking("registering an agent", move || {
+        store.agent_register(&token, &name, &cred, &version)
+    })
+    .await;
     match result {
-        Ok(Ok(Ok(agent))) => {
+        Ok(Ok(agent)) => {
             tracing::info!(agent = %agent.name, tags = ?agent.tags, "agent registered");
             new_host(&state, &agent).await;
             HttpResponse::Ok().json(serde_json::json!({
@@ -101,24 +102,11 @@ async fn register(state: web::Data<Arc<ServerState>>, body: web::Json<Register>)
                 "tags": agent.tags,
             }))
         }
-        Ok(Ok(Err(refused))) => {
+        Ok(Err(refused)) => {
             tracing::warn!(agent = %body.name, reason = %refused, "agent registration refused");
             error(StatusCode::FORBIDDEN, refused.to_string())
         }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "cannot register an agent");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error; the server log has details",
-            )
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "agent registration task failed");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error; the server log has details",
-            )
-        }
+        Err(response) => response,
     }
 }
 
@@ -165,35 +153,16 @@ async fn authenticate(state: &ServerState, req: &HttpRequest) -> Result<AgentRow
             "unknown or missing agent credential; register the agent again with a new token (`agent token create`)",
         )
     };
-    let credential = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or_else(unauthorized)?;
+    let credential = bearer(req).ok_or_else(unauthorized)?;
     let (store, hash) = (
         state.store.clone(),
         slipway_actors::store::secret_hash(credential),
     );
-    match tokio::task::spawn_blocking(move || store.agent_by_credential(&hash)).await {
-        Ok(Ok(Some(agent))) => Ok(agent),
-        Ok(Ok(None)) => Err(unauthorized()),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "cannot look up an agent");
-            Err(error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error; the server log has details",
-            ))
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "agent lookup task failed");
-            Err(error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error; the server log has details",
-            ))
-        }
-    }
+    blocking("looking up an agent", move || {
+        store.agent_by_credential(&hash)
+    })
+    .await?
+    .ok_or_else(unauthorized)
 }
 
 async fn poll(
@@ -228,8 +197,8 @@ async fn poll(
         tokio::pin!(notified);
         notified.as_mut().enable();
         let (store, name) = (state.store.clone(), agent.name.clone());
-        match tokio::task::spawn_blocking(move || store.next_command(&name)).await {
-            Ok(Ok(Some(command))) => {
+        match blocking("reading agent commands", move || store.next_command(&name)).await {
+            Ok(Some(command)) => {
                 tracing::debug!(agent = %agent.name, command = command.id, event = %command.event, "command dispatched");
                 return HttpResponse::Ok().json(serde_json::json!({
                     "command": {
@@ -239,28 +208,14 @@ async fn poll(
                     }
                 }));
             }
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "cannot read agent commands");
-                return internal();
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "agent command task failed");
-                return internal();
-            }
+            Ok(None) => {}
+            Err(response) => return response,
         }
         tokio::select! {
             _ = &mut notified => {}
             _ = tokio::time::sleep_until(deadline) => return HttpResponse::NoContent().finish(),
         }
     }
-}
-
-fn internal() -> HttpResponse {
-    error(
-        actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-        "internal error; the server log has details",
-    )
 }
 
 #[derive(Deserialize)]
@@ -307,13 +262,17 @@ async fn ack(
         Err(response) => return response,
     };
     let (store, id) = (state.store.clone(), path.into_inner());
-    match tokio::task::spawn_blocking(move || store.ack_command(&agent.name, id)).await {
-        Ok(Ok(Some(status))) => HttpResponse::Ok().json(serde_json::json!({ "status": status })),
-        Ok(Ok(None)) => error(
+    match blocking("acknowledging a command", move || {
+        store.ack_command(&agent.name, id)
+    })
+    .await
+    {
+        Ok(Some(status)) => HttpResponse::Ok().json(serde_json::json!({ "status": status })),
+        Ok(None) => error(
             actix_web::http::StatusCode::NOT_FOUND,
             format!("command {id} is not this agent's"),
         ),
-        _ => internal(),
+        Err(response) => response,
     }
 }
 
@@ -343,16 +302,20 @@ async fn complete(
         log: bounded(body.diagnostics.log, 4096),
     };
     let (store, id, name) = (state.store.clone(), path.into_inner(), agent.name.clone());
-    match tokio::task::spawn_blocking(move || store.complete_command(&name, id, &report)).await {
-        Ok(Ok(true)) => {
+    match blocking("completing a command", move || {
+        store.complete_command(&name, id, &report)
+    })
+    .await
+    {
+        Ok(true) => {
             state.runtime.deployments_changed();
             HttpResponse::Ok().json(serde_json::json!({ "accepted": true }))
         }
-        Ok(Ok(false)) => error(
+        Ok(false) => error(
             StatusCode::CONFLICT,
             format!("command {id} is not running on this agent (ended, cancelled or not its own)"),
         ),
-        _ => internal(),
+        Err(response) => response,
     }
 }
 
@@ -366,8 +329,12 @@ async fn deployment(
         Err(response) => return response,
     };
     let (store, id) = (state.store.clone(), path.into_inner());
-    match tokio::task::spawn_blocking(move || store.agent_deployment(&agent.name, id)).await {
-        Ok(Ok(Some(d))) => HttpResponse::Ok().json(serde_json::json!({
+    match blocking("reading a deployment for an agent", move || {
+        store.agent_deployment(&agent.name, id)
+    })
+    .await
+    {
+        Ok(Some(d)) => HttpResponse::Ok().json(serde_json::json!({
             "deployment_id": format!("d-{}", d.id),
             "application": d.application,
             "group": d.group_name,
@@ -376,11 +343,11 @@ async fn deployment(
             "bundle_commit": d.commit,
             "file_exists_behavior": d.settings["file_exists_behavior"].as_str().unwrap_or("DISALLOW"),
         })),
-        Ok(Ok(None)) => error(
+        Ok(None) => error(
             actix_web::http::StatusCode::NOT_FOUND,
             format!("deployment {id} has no such host"),
         ),
-        _ => internal(),
+        Err(response) => response,
     }
 }
 
@@ -398,24 +365,24 @@ async fn bundle(
         return error(actix_web::http::StatusCode::BAD_REQUEST, "not a SHA-256");
     }
     let (store, s2, name) = (state.store.clone(), sha.clone(), agent.name.clone());
-    match tokio::task::spawn_blocking(move || store.agent_may_fetch(&name, &s2)).await {
-        Ok(Ok(true)) => {}
-        Ok(Ok(false)) => {
+    match blocking("checking a bundle download", move || {
+        store.agent_may_fetch(&name, &s2)
+    })
+    .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
             return error(
                 actix_web::http::StatusCode::NOT_FOUND,
                 "no deployment of this agent uses that bundle",
             )
         }
-        _ => return internal(),
+        Err(response) => return response,
     }
     let runtime = state.runtime.clone();
-    match tokio::task::spawn_blocking(move || runtime.artifact(&sha)).await {
-        Ok(Ok(zip)) => HttpResponse::Ok().content_type("application/zip").body(zip),
-        Ok(Err(e)) => {
-            tracing::error!(agent = %agent.name, error = %e, "bundle refused");
-            internal()
-        }
-        Err(_) => internal(),
+    match blocking("reading a bundle", move || runtime.artifact(&sha)).await {
+        Ok(zip) => HttpResponse::Ok().content_type("application/zip").body(zip),
+        Err(response) => response,
     }
 }
 

@@ -13,7 +13,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use slipway_actors::store::{secret_hash, AlertUpdate};
 
-use super::error;
+use super::{bearer, blocking, error};
 use crate::state::ServerState;
 
 /// The largest notification taken (Alertmanager groups alerts; thousands fit).
@@ -68,12 +68,7 @@ async fn receive(
             "the Alertmanager webhook is off: set deploy.alertmanager_token in slipway.yaml and restart",
         );
     };
-    let given = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim);
+    let given = bearer(&req);
     // Compared as hashes: equal length, so the comparison says nothing about the token.
     if given.map(secret_hash) != Some(secret_hash(token)) {
         return error(
@@ -97,25 +92,12 @@ async fn receive(
         .collect();
     let count = updates.len();
     let store = state.store.clone();
-    match tokio::task::spawn_blocking(move || store.record_alerts(&updates)).await {
-        Ok(Ok(())) => {
+    match blocking("recording alerts", move || store.record_alerts(&updates)).await {
+        Ok(()) => {
             tracing::info!(alerts = count, "alertmanager notification recorded");
             HttpResponse::Ok().json(serde_json::json!({ "recorded": count }))
         }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "cannot record alerts");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error; the server log has details",
-            )
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "alert recording task failed");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error; the server log has details",
-            )
-        }
+        Err(response) => response,
     }
 }
 

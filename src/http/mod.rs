@@ -21,6 +21,46 @@ fn error(status: actix_web::http::StatusCode, message: impl Into<String>) -> Htt
     HttpResponse::build(status).json(serde_json::json!({ "error": message.into() }))
 }
 
+/// The token of an `Authorization: Bearer TOKEN` header.
+fn bearer(req: &actix_web::HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// The answer to a failure inside the server (the log has the details).
+fn internal() -> HttpResponse {
+    error(
+        actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error; the server log has details",
+    )
+}
+
+/// Runs blocking work (the store) off the async threads. A failure of the work or of
+/// its task is logged with `what` and becomes a 500 answer.
+async fn blocking<T, E>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, HttpResponse>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "{what} failed");
+            Err(internal())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "{what}: the task failed");
+            Err(internal())
+        }
+    }
+}
+
 async fn metrics(state: web::Data<Arc<ServerState>>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(prometheus::TEXT_FORMAT)
