@@ -11,6 +11,7 @@ use slipway_actors::store::{AgentPlacement, AgentRow};
 
 use super::{json, CommandContext, CommandError, CommandResult};
 use crate::access::Resource;
+use slipway_actors::store::unix_now as now;
 
 /// An agent that has not polled for this long is shown as not seen.
 const SEEN_WITHIN_SECONDS: f64 = 60.0;
@@ -79,13 +80,6 @@ fn parse_tag(text: &str) -> Result<(String, String), CommandError> {
             "tag `{text}` must be KEY=VALUE (letters, digits, `-`, `_`, `.`, `/`), e.g. role=web"
         ))),
     }
-}
-
-fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 fn tags_text(tags: &BTreeMap<String, String>) -> String {

@@ -360,10 +360,7 @@ pub async fn run(ctx: &CommandContext<'_>, cmd: DeployCommand, out: Out<'_>) -> 
                             fx,
                         ));
                     };
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|x| x.as_secs_f64())
-                        .unwrap_or(0.0);
+                    let now = slipway_actors::store::unix_now();
                     let why = stop_deployment(
                         t,
                         &mut fx,

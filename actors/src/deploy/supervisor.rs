@@ -14,6 +14,7 @@ use super::advance::{advance_all, stop_on_alarms, Clock, Effects};
 use super::alarms::{self, Reading, Watch};
 use crate::bus::{EventBus, Stored};
 use crate::metrics::RuntimeMetrics;
+use crate::store::unix_now as now;
 use crate::store::{Store, StoreError};
 
 /// Run a pass now.
@@ -184,13 +185,6 @@ impl Supervisor {
             }
         }));
     }
-}
-
-fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 impl Actor for Supervisor {

@@ -25,6 +25,7 @@ use crate::compose::ServerInfo;
 use crate::metrics::RuntimeMetrics;
 use crate::notify::DeliveriesQueued;
 use crate::reaper::RepoCatalog;
+use crate::store::unix_now as now;
 use crate::store::{EventFilter, NewEvent, Store, StoreError};
 
 /// The consumer name (cursor key) of the conductor.
@@ -312,13 +313,6 @@ fn run_pass(
         Ok::<_, StoreError>(fx)
     })?;
     Ok((fx, more))
-}
-
-fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 impl Actor for Conductor {

@@ -13,6 +13,7 @@ use super::lifecycle::{
     abandon_running, end_execution, new_execution, retry_stage, rollback_execution, start_execution,
 };
 use super::spec::{ActionKind, ExecutionMode, PipelineSpec};
+use crate::store::unix_now as now;
 use crate::store::{AuditEntry, AuditKind, ExecutionRow, PipelineTx, Store, StoreError};
 
 /// Why a request was refused.
@@ -36,13 +37,6 @@ pub struct Outcome {
     pub message: String,
     /// Events to announce, builds to stop.
     pub effects: Effects,
-}
-
-fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 fn audit(

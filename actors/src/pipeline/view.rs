@@ -130,10 +130,7 @@ pub fn pipeline_view(
     let Some(latest) = recent.first() else {
         return Ok(None);
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
+    let now = crate::store::unix_now();
     let names: Vec<String> = match specs.get_spec(&latest.definition) {
         Ok(spec) => spec.stages.iter().map(|s| s.name.clone()).collect(),
         Err(_) => Vec::new(),
