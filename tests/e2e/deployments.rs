@@ -72,6 +72,12 @@ pub fn agent_binary() -> PathBuf {
 
 /// Registers an agent `name` with `tags` and starts it.
 pub fn start_agent(s: &Server, name: &str, tags: &[&str]) -> Agent {
+    start_agent_via(s, name, tags, &format!("http://127.0.0.1:{}", s.http_port))
+}
+
+/// Like [`start_agent`], with the agent talking to the server at `server` (a proxy in
+/// front of the server's HTTP port, say).
+pub fn start_agent_via(s: &Server, name: &str, tags: &[&str], server: &str) -> Agent {
     let mut cmd = "agent token create".to_string();
     for t in tags {
         cmd.push_str(&format!(" --tag {t}"));
@@ -87,11 +93,7 @@ pub fn start_agent(s: &Server, name: &str, tags: &[&str]) -> Agent {
     let state = s.scratch(&format!("agent-{name}-state"));
     let root = s.scratch(&format!("agent-{name}-root"));
     run(Command::new(agent_binary())
-        .args([
-            "register",
-            "--server",
-            &format!("http://127.0.0.1:{}", s.http_port),
-        ])
+        .args(["register", "--server", server])
         .args(["--token", &token, "--name", name, "--state"])
         .arg(&state))
     .ok();
@@ -121,7 +123,7 @@ pub fn wait_deployment(s: &Server, id: i64) -> serde_json::Value {
         last = deployment_json(s, id);
         !matches!(
             last["deployment"]["status"].as_str(),
-            Some("QUEUED") | Some("IN_PROGRESS") | Some("BAKING")
+            Some("CREATED") | Some("QUEUED") | Some("IN_PROGRESS") | Some("BAKING")
         )
     });
     assert!(
@@ -132,7 +134,23 @@ pub fn wait_deployment(s: &Server, id: i64) -> serde_json::Value {
     last
 }
 
-fn build_done(s: &Server, id: i64) -> serde_json::Value {
+/// `deploy create APPLICATION GROUP --build BUILD` as admin; answers the deployment's id.
+pub fn create_deployment(s: &Server, application: &str, group: &str, build: i64) -> i64 {
+    let out = s
+        .ssh(
+            &s.admin,
+            &format!("deploy create {application} {group} --build {build}"),
+        )
+        .ok()
+        .stdout;
+    out.strip_prefix("created deployment ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no deployment id in: {out}"))
+}
+
+/// Waits until build `id` has ended; answers its JSON.
+pub fn build_done(s: &Server, id: i64) -> serde_json::Value {
     let mut last = serde_json::Value::Null;
     let done = eventually(Duration::from_secs(60), || {
         last = serde_json::from_str(
