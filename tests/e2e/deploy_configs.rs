@@ -168,13 +168,13 @@ fn deployment_configurations_decide_batches_and_success() {
                 std::fs::write(agent.root.join(format!("fail-{}", case.group)), "").unwrap();
             }
         }
-        let id = create_deployment(&s, "cfg", case.group, 1);
+        let id = create_deployment(&s, "cfg", case.group, 1, None);
         let done = wait_deployment(&s, id);
         check(&s, case, id, &done);
     }
 
     // Keeping all 4 of 4 hosts healthy leaves none to deploy: it fails at once.
-    let id = create_deployment(&s, "cfg", "keep-all-4", 1);
+    let id = create_deployment(&s, "cfg", "keep-all-4", 1, None);
     let done = wait_deployment(&s, id);
     assert_eq!(done["deployment"]["status"], "FAILED", "{done:#}");
     let reason = done["deployment"]["reason"].as_str().unwrap_or_default();

@@ -134,15 +134,20 @@ pub fn wait_deployment(s: &Server, id: i64) -> serde_json::Value {
     last
 }
 
-/// `deploy create APPLICATION GROUP --build BUILD` as admin; answers the deployment's id.
-pub fn create_deployment(s: &Server, application: &str, group: &str, build: i64) -> i64 {
-    let out = s
-        .ssh(
-            &s.admin,
-            &format!("deploy create {application} {group} --build {build}"),
-        )
-        .ok()
-        .stdout;
+/// `deploy create APPLICATION GROUP --build BUILD [--artifact NAME]` as admin; answers
+/// the deployment's id.
+pub fn create_deployment(
+    s: &Server,
+    application: &str,
+    group: &str,
+    build: i64,
+    artifact: Option<&str>,
+) -> i64 {
+    let mut command = format!("deploy create {application} {group} --build {build}");
+    if let Some(name) = artifact {
+        command.push_str(&format!(" --artifact {name}"));
+    }
+    let out = s.ssh(&s.admin, &command).ok().stdout;
     out.strip_prefix("created deployment ")
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|id| id.parse().ok())

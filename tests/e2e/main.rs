@@ -16,6 +16,7 @@ mod auth;
 mod bad_input;
 mod builds;
 mod cli;
+mod deploy_appspecs;
 mod deploy_configs;
 mod deployments;
 mod events;
