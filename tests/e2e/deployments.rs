@@ -22,6 +22,16 @@ impl Agent {
         let _ = self.child.wait();
     }
 
+    /// Whether the process is still running (it was neither restarted nor has exited).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// What the agent has logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// Starts it again with the same state and root.
     pub fn restart(&mut self) {
         self.kill();

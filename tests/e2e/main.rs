@@ -18,6 +18,7 @@ mod builds;
 mod cli;
 mod deploy_appspecs;
 mod deploy_configs;
+mod deploy_network;
 mod deployments;
 mod events;
 mod git_transport;
