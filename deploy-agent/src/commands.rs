@@ -4,7 +4,9 @@
 //!
 //! 1. writes the in-progress tracking file ([`crate::tracking`]);
 //! 2. acknowledges it, and runs it only if the server answers `IN_PROGRESS` (otherwise
-//!    it was cancelled or has ended, and is dropped);
+//!    it was cancelled or has ended, and is dropped); while it runs, it sends a
+//!    heartbeat as often as the server asks, so that a long event is not taken for a
+//!    lost agent;
 //! 3. fetches the deployment's description once (kept in memory) and, for
 //!    DownloadBundle, the revision's zip file, which must have the announced SHA-256 and
 //!    is unpacked into the deployment's archive; every other event runs through the
@@ -21,6 +23,7 @@
 //! leaves the tracking file for the next start.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
@@ -45,6 +48,10 @@ const FETCH_ATTEMPTS: u32 = 5;
 
 /// How many deployments' descriptions are kept in memory.
 const CACHED_DEPLOYMENTS: usize = 32;
+
+/// How often a running command's heartbeat is sent when the server does not say (a
+/// quarter of the server's default agent timeout).
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// Polls and carries out commands until the credential is refused (an error) or `stop`
 /// resolves (`Ok`). Network trouble is retried with a backoff of 1 s doubling to 30 s.
@@ -159,8 +166,8 @@ impl Agent<'_> {
             client.ack(credential, command.id)
         })
         .await;
-        let status = match acked {
-            Ok(status) => status,
+        let acked = match acked {
+            Ok(acked) => acked,
             Err(ServerError::Unauthorized) => return Err(ServerError::Unauthorized),
             Err(e) => {
                 tracing::warn!(command = command.id, error = %e,
@@ -169,15 +176,19 @@ impl Agent<'_> {
                 return Ok(());
             }
         };
-        if status != ACK_RUN {
-            tracing::info!(command = command.id, event = %command.event, %status,
+        if acked.status != ACK_RUN {
+            tracing::info!(command = command.id, event = %command.event, status = %acked.status,
                 "the command is already over on the server; not running it");
             self.forget();
             return Ok(());
         }
         tracing::info!(command = command.id, deployment = command.deployment_id,
             event = %command.event, "running a lifecycle event");
-        let completion = self.execute(command).await;
+        let every = acked.heartbeat.unwrap_or(DEFAULT_HEARTBEAT);
+        let completion = tokio::select! {
+            completion = self.execute(command) => completion,
+            never = heartbeats(client, credential, command.id, every) => match never {},
+        };
         tracing::info!(command = command.id, event = %command.event, status = ?completion.status,
             error_code = %completion.diagnostics.error_code,
             message = %completion.diagnostics.message, "the lifecycle event ended");
@@ -300,6 +311,35 @@ impl Agent<'_> {
             }
         }
         outcome
+    }
+}
+
+/// Tells the server every `every` that command `id` is still running. Never ends: it is
+/// dropped when the command ends. A heartbeat that fails is not retried (the next one
+/// comes soon); the server fails the command if it hears nothing for its agent timeout.
+async fn heartbeats(client: &Client, credential: &str, id: i64, every: Duration) -> Infallible {
+    let (mut unreachable, mut over) = (false, false);
+    loop {
+        tokio::time::sleep(every).await;
+        match client.heartbeat(credential, id, every).await {
+            Ok(acked) => {
+                if unreachable {
+                    tracing::info!(command = id, "the server is reachable again");
+                    unreachable = false;
+                }
+                if acked.status != ACK_RUN && !over {
+                    over = true;
+                    tracing::warn!(command = id, status = %acked.status,
+                        "the server no longer waits for this command (it took the agent for lost, or the deployment was stopped); it runs to its end, but its result will not count");
+                }
+            }
+            Err(e) if !unreachable => {
+                unreachable = true;
+                tracing::warn!(command = id, error = %e,
+                    "cannot tell the server that this command is still running; if this lasts longer than the server's agent timeout, the server fails the command");
+            }
+            Err(_) => {}
+        }
     }
 }
 

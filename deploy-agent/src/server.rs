@@ -10,8 +10,12 @@
 //!
 //! - `POST /api/agent/poll?wait=20` `{"version"}` → `204`, or `200`
 //!   `{"command": {"id", "deployment_id", "event"}}`; `401`: the credential was refused.
-//! - `POST /api/agent/commands/{id}/ack` `{}` → `{"status"}`; only `IN_PROGRESS` means
-//!   "run it" (`SUCCEEDED`, `FAILED`, `CANCELLED`: it is over, do not run it).
+//! - `POST /api/agent/commands/{id}/ack` `{}` → `{"status", "heartbeat_seconds"}`; only
+//!   `IN_PROGRESS` means "run it" (`SUCCEEDED`, `FAILED`, `CANCELLED`: it is over, do not
+//!   run it).
+//! - `POST /api/agent/commands/{id}/heartbeat` `{}` → `{"status", "heartbeat_seconds"}`:
+//!   sent every `heartbeat_seconds` while the command runs; a server that hears nothing
+//!   from the agent for its agent timeout fails the command.
 //! - `GET /api/agent/deployments/{deployment_id}` → `{"deployment_id", "application",
 //!   "group", "group_id", "bundle_sha256", "bundle_commit", "file_exists_behavior"}`.
 //! - `GET /api/agent/bundles/{sha256}` → the revision as a zip file.
@@ -254,6 +258,29 @@ struct PollAnswer {
 #[derive(Deserialize)]
 struct AckAnswer {
     status: String,
+    #[serde(default)]
+    heartbeat_seconds: Option<u64>,
+}
+
+/// The server's answer to an acknowledgement or a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acked {
+    /// The command's status ([`ACK_RUN`]: run it, or it still runs).
+    pub status: String,
+    /// How often to send heartbeats while the command runs, if the server says.
+    pub heartbeat: Option<Duration>,
+}
+
+impl From<AckAnswer> for Acked {
+    fn from(answer: AckAnswer) -> Acked {
+        Acked {
+            status: answer.status,
+            heartbeat: answer
+                .heartbeat_seconds
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs),
+        }
+    }
 }
 
 /// A deployment as the server describes it to the agent.
@@ -494,7 +521,7 @@ impl Client {
     }
 
     /// Acknowledges command `id`; answers the command's status ([`ACK_RUN`]: run it).
-    pub async fn ack(&self, credential: &str, id: i64) -> Result<String, ServerError> {
+    pub async fn ack(&self, credential: &str, id: i64) -> Result<Acked, ServerError> {
         let url = format!("{}/api/agent/commands/{id}/ack", self.base);
         let response = self
             .http
@@ -505,7 +532,29 @@ impl Client {
             .await
             .map_err(|e| request_failed(&url, e))?;
         let answer: AckAnswer = json_body(&url, response).await?;
-        Ok(answer.status)
+        Ok(answer.into())
+    }
+
+    /// Tells the server that command `id` is still running, giving up after `timeout`;
+    /// answers the command's status ([`ACK_RUN`] while the server still waits for it).
+    pub async fn heartbeat(
+        &self,
+        credential: &str,
+        id: i64,
+        timeout: Duration,
+    ) -> Result<Acked, ServerError> {
+        let url = format!("{}/api/agent/commands/{id}/heartbeat", self.base);
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(credential)
+            .timeout(timeout)
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .map_err(|e| unreachable(&url, e))?;
+        let answer: AckAnswer = json_body(&url, response).await?;
+        Ok(answer.into())
     }
 
     /// Reports how command `id` ended.

@@ -7,8 +7,11 @@
 //!   the agent's long-poll; records that it was seen and answers
 //!   `{command: {id, deployment_id, event}}` (one lifecycle event) or `204 No Content`
 //!   when there is nothing to do within `wait` seconds (query parameter, at most 30).
-//! - `POST /api/agent/commands/ID/ack` → `{status}`: IN_PROGRESS means run it; anything
-//!   else means it already ended or was cancelled.
+//! - `POST /api/agent/commands/ID/ack` → `{status, heartbeat_seconds}`: IN_PROGRESS
+//!   means run it; anything else means it already ended or was cancelled.
+//! - `POST /api/agent/commands/ID/heartbeat` → `{status, heartbeat_seconds}`: sent every
+//!   `heartbeat_seconds` while the agent runs the command, so that a long lifecycle
+//!   event is not taken for a lost agent (`deploy.agent_timeout`).
 //! - `POST /api/agent/commands/ID/complete` `{status, diagnostics: {error_code,
 //!   script_name, message, log}}`.
 //! - `GET /api/agent/deployments/ID`: what the agent needs (ids, bundle, commit).
@@ -252,10 +255,35 @@ fn bounded(text: Option<String>, max: usize) -> Option<String> {
     })
 }
 
+/// How often an agent running a command says so: often enough that a pass (once a
+/// second) never finds it silent for the agent timeout.
+fn heartbeat_seconds(state: &ServerState) -> u64 {
+    (state.settings.deploy.agent_timeout.as_secs() / 4).max(1)
+}
+
 async fn ack(
     state: web::Data<Arc<ServerState>>,
     req: HttpRequest,
     path: web::Path<i64>,
+) -> HttpResponse {
+    command_status(state, req, path, false).await
+}
+
+async fn heartbeat(
+    state: web::Data<Arc<ServerState>>,
+    req: HttpRequest,
+    path: web::Path<i64>,
+) -> HttpResponse {
+    command_status(state, req, path, true).await
+}
+
+/// Acknowledges a command (or, for a heartbeat, only records that the agent is alive)
+/// and answers its status.
+async fn command_status(
+    state: web::Data<Arc<ServerState>>,
+    req: HttpRequest,
+    path: web::Path<i64>,
+    heartbeat: bool,
 ) -> HttpResponse {
     let agent = match authenticate(&state, &req).await {
         Ok(a) => a,
@@ -263,11 +291,18 @@ async fn ack(
     };
     let (store, id) = (state.store.clone(), path.into_inner());
     match blocking("acknowledging a command", move || {
-        store.ack_command(&agent.name, id)
+        if heartbeat {
+            store.command_heartbeat(&agent.name, id)
+        } else {
+            store.ack_command(&agent.name, id)
+        }
     })
     .await
     {
-        Ok(Some(status)) => HttpResponse::Ok().json(serde_json::json!({ "status": status })),
+        Ok(Some(status)) => HttpResponse::Ok().json(serde_json::json!({
+            "status": status,
+            "heartbeat_seconds": heartbeat_seconds(&state),
+        })),
         Ok(None) => error(
             actix_web::http::StatusCode::NOT_FOUND,
             format!("command {id} is not this agent's"),
@@ -392,6 +427,10 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/api/agent/register", web::post().to(register))
         .route("/api/agent/poll", web::post().to(poll))
         .route("/api/agent/commands/{id}/ack", web::post().to(ack))
+        .route(
+            "/api/agent/commands/{id}/heartbeat",
+            web::post().to(heartbeat),
+        )
         .route(
             "/api/agent/commands/{id}/complete",
             web::post().to(complete),

@@ -26,8 +26,13 @@ pub struct Connection {
 impl Connection {
     /// Plain HTTP to the server's loopback listener.
     pub fn plain(s: &Server) -> Connection {
+        Connection::to(&format!("http://127.0.0.1:{}", s.http_port))
+    }
+
+    /// Plain HTTP to `url` (a proxy in front of the server, say).
+    pub fn to(url: &str) -> Connection {
         Connection {
-            url: format!("http://127.0.0.1:{}", s.http_port),
+            url: url.to_string(),
             args: Vec::new(),
         }
     }
@@ -38,6 +43,16 @@ impl Agent {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Whether the process is still running (it was neither restarted nor has exited).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// What the agent has logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Starts it again with the same state and root.
@@ -156,6 +171,26 @@ pub fn wait_deployment(s: &Server, id: i64) -> serde_json::Value {
         s.log_text()
     );
     last
+}
+
+/// `deploy create APPLICATION GROUP --build BUILD [--artifact NAME]` as admin; answers
+/// the deployment's id.
+pub fn create_deployment(
+    s: &Server,
+    application: &str,
+    group: &str,
+    build: i64,
+    artifact: Option<&str>,
+) -> i64 {
+    let mut command = format!("deploy create {application} {group} --build {build}");
+    if let Some(name) = artifact {
+        command.push_str(&format!(" --artifact {name}"));
+    }
+    let out = s.ssh(&s.admin, &command).ok().stdout;
+    out.strip_prefix("created deployment ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no deployment id in: {out}"))
 }
 
 /// Waits until build `id` has ended; answers its JSON.

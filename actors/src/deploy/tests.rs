@@ -317,3 +317,72 @@ fn deployments_are_created_then_queued_behind_the_active_one() {
         ("SUCCEEDED".into(), "SUCCEEDED".into())
     );
 }
+
+/// An agent is heard from when it is handed a command, when it acknowledges it and while
+/// it sends heartbeats, so a long poll before the command or a long lifecycle event does
+/// not make it look lost; once it falls silent for the agent timeout, its event fails.
+#[test]
+fn a_busy_agent_is_heard_from_until_it_falls_silent() {
+    const LOST_AFTER: f64 = 0.5;
+    let quiet = || std::thread::sleep(std::time::Duration::from_millis(600));
+    let (_d, store) = store();
+    agent(&store, "w1", "web");
+    let id = deploy(&store, json!("all-at-once"), false, "b1");
+    let pass = || {
+        store
+            .deploy_tx(|t| {
+                let mut fx = Effects::default();
+                advance_all(
+                    t,
+                    &mut fx,
+                    Clock {
+                        now: now(),
+                        agent_lost: LOST_AFTER,
+                        alarms_read_at: now(),
+                    },
+                )?;
+                t.events(id)
+            })
+            .unwrap()
+            .into_iter()
+            .find(|e| e.event == IN_PLACE[0])
+            .unwrap()
+    };
+    assert_eq!(pass().status, "READY");
+    quiet(); // The agent's poll waited this long before the command came.
+    let command = store.next_command("w1").unwrap().unwrap();
+    assert_eq!(pass().status, "DISPATCHED");
+    quiet();
+    assert_eq!(
+        store.ack_command("w1", command.id).unwrap().as_deref(),
+        Some("IN_PROGRESS")
+    );
+    assert_eq!(pass().status, "IN_PROGRESS");
+    quiet();
+    assert_eq!(
+        store
+            .command_heartbeat("w1", command.id)
+            .unwrap()
+            .as_deref(),
+        Some("IN_PROGRESS")
+    );
+    assert_eq!(pass().status, "IN_PROGRESS");
+    quiet();
+    let lost = pass();
+    assert_eq!(lost.status, "FAILED");
+    assert!(
+        lost.message
+            .unwrap()
+            .contains("the agent stopped answering"),
+        "{id}"
+    );
+    // Its next heartbeat learns that the server gave up on the command.
+    assert_eq!(
+        store
+            .command_heartbeat("w1", command.id)
+            .unwrap()
+            .as_deref(),
+        Some("FAILED")
+    );
+    assert_eq!(store.command_heartbeat("w2", command.id).unwrap(), None);
+}

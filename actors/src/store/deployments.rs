@@ -341,7 +341,8 @@ impl Store {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    /// The next command for `agent`: its oldest READY event, now DISPATCHED.
+    /// The next command for `agent`: its oldest READY event, now DISPATCHED. The agent
+    /// is heard from as it is handed the command (its poll may have waited long).
     pub fn next_command(&self, agent: &str) -> Result<Option<EventRow>, StoreError> {
         self.deploy_tx(|t| {
             let found = optional(t.tx.query_row(
@@ -355,22 +356,37 @@ impl Store {
             e.status = "DISPATCHED".into();
             e.dispatched = Some(now());
             t.update_event(&e)?;
+            t.heard_from(agent)?;
             Ok(Some(e))
         })
     }
 
     /// `agent` acknowledges command `id`: a dispatched command becomes IN_PROGRESS;
-    /// answers its status (`None`: not this agent's command).
+    /// answers its status (`None`: not this agent's command). The agent is heard from.
     pub fn ack_command(&self, agent: &str, id: i64) -> Result<Option<String>, StoreError> {
         self.deploy_tx(|t| {
             let Some(mut e) = t.event(id)?.filter(|e| e.agent == agent) else {
                 return Ok(None);
             };
+            t.heard_from(agent)?;
             if matches!(e.status.as_str(), "DISPATCHED" | "READY") {
                 e.status = "IN_PROGRESS".into();
                 e.started = Some(now());
                 t.update_event(&e)?;
             }
+            Ok(Some(e.status))
+        })
+    }
+
+    /// `agent` says it is still running command `id` (a heartbeat, so that a long
+    /// lifecycle event does not look like a lost agent); answers the command's status
+    /// (`None`: not this agent's command).
+    pub fn command_heartbeat(&self, agent: &str, id: i64) -> Result<Option<String>, StoreError> {
+        self.deploy_tx(|t| {
+            let Some(e) = t.event(id)?.filter(|e| e.agent == agent) else {
+                return Ok(None);
+            };
+            t.heard_from(agent)?;
             Ok(Some(e.status))
         })
     }
@@ -598,6 +614,15 @@ impl DeployTx<'_> {
              ON CONFLICT(application, group_name, agent) DO UPDATE SET healthy = excluded.healthy,
                revision = COALESCE(excluded.revision, group_hosts.revision), deployment_id = excluded.deployment_id",
             rusqlite::params![application, group, agent, healthy as i64, revision, deployment],
+        )?;
+        Ok(())
+    }
+
+    /// Records that `agent` was heard from now.
+    pub fn heard_from(&self, agent: &str) -> Result<(), StoreError> {
+        self.tx.execute(
+            "UPDATE agents SET last_seen = ?2 WHERE name = ?1",
+            rusqlite::params![agent, now()],
         )?;
         Ok(())
     }

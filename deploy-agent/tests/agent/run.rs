@@ -33,6 +33,10 @@ struct World {
     queue: VecDeque<Value>,
     /// What `ack` answers per command (default IN_PROGRESS).
     ack: HashMap<i64, &'static str>,
+    /// What `ack` and `heartbeat` answer as `heartbeat_seconds` (none when unset).
+    heartbeat_seconds: Option<u64>,
+    /// What `heartbeat` answers per command (default IN_PROGRESS).
+    heartbeat: HashMap<i64, &'static str>,
     deployments: HashMap<i64, Value>,
     /// Bundles by the SHA-256 they are asked for with.
     bundles: HashMap<String, Vec<u8>>,
@@ -221,7 +225,19 @@ fn answer(
     if method == "POST" {
         if let Some(id) = command_id(path, "ack") {
             let status = w.ack.get(&id).copied().unwrap_or("IN_PROGRESS");
-            return (200, json(json!({ "status": status })));
+            let every = w.heartbeat_seconds;
+            return (
+                200,
+                json(json!({ "status": status, "heartbeat_seconds": every })),
+            );
+        }
+        if let Some(id) = command_id(path, "heartbeat") {
+            let status = w.heartbeat.get(&id).copied().unwrap_or("IN_PROGRESS");
+            let every = w.heartbeat_seconds;
+            return (
+                200,
+                json(json!({ "status": status, "heartbeat_seconds": every })),
+            );
         }
         if let Some(id) = command_id(path, "complete") {
             if w.complete_fails_once.contains(&id) && count(&w, method, path) == 1 {
@@ -628,4 +644,79 @@ fn an_agent_stopped_during_a_script_reports_it_as_failed_when_it_starts_again() 
     assert_eq!(body["status"], "FAILED");
     assert_eq!(body["diagnostics"]["error_code"], 7, "{body}");
     assert!(!state.join("in-progress.json").exists());
+}
+
+/// While a command runs the agent sends heartbeats as often as the server asks (so a long
+/// event does not look like a lost agent), and stops when the command has ended; a
+/// server that no longer waits for the command does not stop the script (its result is
+/// still reported).
+#[test]
+fn a_running_command_sends_heartbeats_until_it_ends() {
+    let host = Host::new();
+    let (bundle, sha) = revision(&host, "v1", "sleep 3");
+    let mut world = World::default();
+    world.deployments.insert(5, deployment(5, &sha));
+    world.bundles.insert(sha, bundle);
+    world.heartbeat_seconds = Some(1);
+    world.heartbeat.insert(41, "FAILED");
+    world.queue = [
+        command(40, 5, "DownloadBundle"),
+        command(41, 5, "BeforeInstall"),
+        command(42, 5, "Install"),
+    ]
+    .into();
+    let server = FakeServer::start(world);
+    register(&host, &server);
+
+    let mut agent = Agent::start(&host);
+    wait_for("the last command's result", &agent, || {
+        server.completed().iter().any(|(id, _)| *id == 42)
+    });
+    // Still a moment for a stray heartbeat to show up, if one were sent after the end.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(agent.stop().success(), "{}", agent.log());
+
+    let world = server.world();
+    let at = |verb: &str, id: i64| -> Vec<usize> {
+        world
+            .seen
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| command_id(&s.path, verb) == Some(id))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let beats = at("heartbeat", 41);
+    assert!(
+        beats.len() >= 2,
+        "a 3 s script with heartbeats every second: {beats:?}\n{}",
+        agent.log()
+    );
+    let (ack, complete) = (at("ack", 41)[0], at("complete", 41)[0]);
+    assert!(
+        beats.iter().all(|b| ack < *b && *b < complete),
+        "heartbeats only while the command runs"
+    );
+    assert!(at("heartbeat", 40).is_empty() && at("heartbeat", 42).is_empty());
+    drop(world);
+    let statuses: Vec<(i64, String)> = server
+        .completed()
+        .into_iter()
+        .map(|(id, body)| (id, body["status"].as_str().unwrap_or("?").to_string()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            (40, "SUCCEEDED".to_string()),
+            (41, "SUCCEEDED".to_string()),
+            (42, "SUCCEEDED".to_string())
+        ]
+    );
+    assert!(
+        agent
+            .log()
+            .contains("the server no longer waits for this command"),
+        "{}",
+        agent.log()
+    );
 }
