@@ -6,9 +6,7 @@
 //! repository.
 
 use clap::Subcommand;
-use slipway_actors::deploy::advance::{
-    rollback_settings, settings_json, stop_deployment, Effects, IN_PLACE,
-};
+use slipway_actors::deploy::advance::{rollback_settings, settings_json, stop_deployment, Effects};
 use slipway_actors::store::{
     AuditEntry, AuditKind, DeploymentRow, NewDeployment, NewEvent, StoreError,
 };
@@ -385,6 +383,17 @@ pub async fn run(ctx: &CommandContext<'_>, cmd: DeployCommand, out: Out<'_>) -> 
 }
 
 /// `deploy status`'s text (or JSON), and whether the deployment is still active.
+/// The table's lifecycle columns: a short name and the event.
+const COLUMNS: [(&str, &str); 7] = [
+    ("AppStop", "ApplicationStop"),
+    ("Download", "DownloadBundle"),
+    ("BeforeInst", "BeforeInstall"),
+    ("Install", "Install"),
+    ("AfterInst", "AfterInstall"),
+    ("AppStart", "ApplicationStart"),
+    ("Validate", "ValidateService"),
+];
+
 async fn status(
     ctx: &CommandContext<'_>,
     id: i64,
@@ -408,26 +417,30 @@ async fn status(
         ));
     }
     let mut text = line(&d);
-    let width = 9;
-    text.push_str(&format!("\n{:<16}{:<11}", "host", "status"));
-    for e in IN_PLACE {
-        let short: String = e.chars().filter(|c| c.is_ascii_uppercase()).collect();
-        text.push_str(&format!("{short:<width$}"));
+    // Every cell is followed by at least one space, whatever its length.
+    let host_width = hosts
+        .iter()
+        .map(|h| h.agent.len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    text.push_str(&format!("\n{:<host_width$} {:<11}", "host", "status"));
+    for (short, _) in COLUMNS {
+        text.push_str(&format!(" {short:<11}"));
     }
     text.push('\n');
     for h in &hosts {
-        text.push_str(&format!("{:<16}{:<11}", h.agent, h.status));
-        for e in IN_PLACE {
+        text.push_str(&format!("{:<host_width$} {:<11}", h.agent, h.status));
+        for (_, e) in COLUMNS {
             let status = events
                 .iter()
                 .find(|x| x.agent == h.agent && x.event == e)
                 .map(|x| x.status.as_str())
                 .unwrap_or("-");
-            text.push_str(&format!("{status:<width$}"));
+            text.push_str(&format!(" {status:<11}"));
         }
         text.push('\n');
     }
-    text.push_str("\n(AS ApplicationStop, DB DownloadBundle, BI BeforeInstall, I Install, AI AfterInstall, AS ApplicationStart, VS ValidateService)\n");
     for e in events.iter().filter(|e| e.status == "FAILED") {
         text.push_str(&format!(
             "\n{} {} failed (code {}{}): {}\n",
@@ -436,6 +449,7 @@ async fn status(
             e.error_code.unwrap_or(0),
             e.script
                 .as_deref()
+                .filter(|s| !s.is_empty())
                 .map(|s| format!(", {s}"))
                 .unwrap_or_default(),
             e.message.as_deref().unwrap_or("")
@@ -447,4 +461,13 @@ async fn status(
         }
     }
     Ok((text, d.active()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_status_table_shows_every_lifecycle_event_in_order() {
+        let events: Vec<&str> = super::COLUMNS.iter().map(|(_, e)| *e).collect();
+        assert_eq!(events, slipway_actors::deploy::advance::IN_PLACE);
+    }
 }

@@ -183,6 +183,10 @@ fn bad_appspecs_fail_with_the_event_and_the_reason() {
         let text = s.ssh(&s.admin, &format!("deploy status {id}")).ok();
         let line = format!("a1 {} failed (code {}", case.event, case.code);
         let text = text.says("FAILED").says(&line);
+        assert!(
+            !text.stdout.contains(", )"),
+            "an empty script name is shown: {text}"
+        );
         for words in case.says {
             assert!(text.stdout.contains(words), "{words:?}: {text}");
         }

@@ -291,6 +291,7 @@ fn a_revision_reaches_the_group_and_a_failing_one_is_rolled_back() {
     assert!(!other.root.join("srv/web").exists());
     s.ssh(&s.admin, "deploy status 1")
         .ok()
+        .says("AppStop     Download    BeforeInst  Install     AfterInst   AppStart    Validate")
         .says("web-1")
         .says("SUCCEEDED");
 
