@@ -577,3 +577,60 @@ fn abandoning_a_pipeline_stops_its_deployment() {
         "{reason}"
     );
 }
+
+/// A deploy stage with `on-failure: rollback`: when its deployment fails, the stage fails
+/// and is run again with the last good execution's artifact, which is deployed again.
+#[test]
+fn a_failed_deploy_stage_rolls_back_through_a_new_deployment() {
+    let s = Server::start();
+    s.push_admin_file(
+        "deploy.yaml",
+        "applications:\n  web:\n    groups:\n      prod:\n        tags: [[\"role=web\"]]\n",
+    )
+    .ok();
+    let agent = start_agent(&s, "web-1", &["role=web"]);
+    let work = s.local_repo(&s.admin, "w");
+    commit_file(&s, &s.admin, &work, "buildspec.yml", SPEC, "spec");
+    commit_file(&s, &s.admin, &work, "appspec.yml", APPSPEC, "appspec");
+    revision(&s, &work, "good", true);
+    let pipeline = "name: ship\nstages:\n  - name: build\n    actions: [ { name: compile, build: {}, outputs: [site] } ]\n  - name: deploy\n    on-failure: rollback\n    actions: [ { name: prod, deploy: { application: web, group: prod }, inputs: [site] } ]\n";
+    commit_file(&s, &s.admin, &work, "pipeline.yml", pipeline, "pipeline");
+    s.git(&s.admin, &work, &["push", "-q", &s.url("app-ship"), "main"])
+        .ok();
+    let good = crate::pipelines::wait_executions(&s, "ship", 1)[0];
+    crate::pipelines::wait_execution(&s, good, "SUCCEEDED");
+    let page = || std::fs::read_to_string(agent.root.join("srv/web/index.html")).unwrap();
+    assert_eq!(page(), "good\n");
+
+    revision(&s, &work, "bad", false);
+    s.git(&s.admin, &work, &["push", "-q", &s.url("app-ship"), "main"])
+        .ok();
+    let bad = crate::pipelines::wait_executions(&s, "ship", 2)[1];
+    let failed = crate::pipelines::wait_execution(&s, bad, "FAILED");
+    let prod = crate::pipelines::action(&failed, "prod");
+    assert_eq!(prod["status"], "FAILED", "{failed:#}");
+    let bad_deployment = prod["detail"]["deployment"].as_i64().unwrap();
+    assert_eq!(
+        deployment_json(&s, bad_deployment)["deployment"]["status"],
+        "FAILED"
+    );
+    let reason = failed["execution"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("rolling the stage back to execution {good}")),
+        "{reason}"
+    );
+    let rollback = crate::pipelines::wait_executions(&s, "ship", 3)[2];
+    let rolled = crate::pipelines::wait_execution(&s, rollback, "SUCCEEDED");
+    assert_eq!(rolled["execution"]["kind"], "ROLLBACK");
+    let redeployed = crate::pipelines::action(&rolled, "prod")["detail"]["deployment"]
+        .as_i64()
+        .unwrap();
+    assert!(redeployed > bad_deployment);
+    let d = deployment_json(&s, redeployed);
+    assert_eq!(d["deployment"]["status"], "SUCCEEDED", "{d:#}");
+    assert_eq!(
+        d["deployment"]["build_id"], 1,
+        "the good execution's build: {d:#}"
+    );
+    assert_eq!(page(), "good\n");
+}
