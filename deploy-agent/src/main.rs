@@ -1,7 +1,7 @@
 //! The `slipway-agent` command: flags, logging and the runtime; the work is in the
 //! library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -47,7 +47,8 @@ struct ServerArgs {
     /// crosses the network unencrypted).
     #[arg(long)]
     allow_insecure_http: bool,
-    /// An extra CA certificate (PEM) to trust for the server's https:// certificate.
+    /// An extra CA certificate (PEM) to trust for the server's https:// certificate
+    /// (given to `register`, it is remembered for `run`).
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
 }
@@ -146,8 +147,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn client(base: &str, common: &ServerArgs) -> anyhow::Result<server::Client> {
-    let ca = match &common.ca {
+fn client(base: &str, ca: Option<&Path>) -> anyhow::Result<server::Client> {
+    let ca = match ca {
         Some(path) => {
             Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
         }
@@ -166,8 +167,17 @@ fn register(args: RegisterArgs) -> anyhow::Result<bool> {
             .and_then(|h| h.into_string().ok())
             .context("cannot read the host name; pass --name NAME")?,
     };
-    let client = client(&base, &args.common)?;
-    let registration = runtime()?.block_on(client.register(args.token.trim(), &name))?;
+    let client = client(&base, args.common.ca.as_deref())?;
+    let mut registration = runtime()?.block_on(client.register(args.token.trim(), &name))?;
+    // `run` uses the same CA and the same permission without being told again.
+    registration.ca = match &args.common.ca {
+        Some(ca) => Some(
+            std::fs::canonicalize(ca)
+                .with_context(|| format!("cannot resolve {}", ca.display()))?,
+        ),
+        None => None,
+    };
+    registration.allow_insecure_http = args.common.allow_insecure_http;
     registration.save(&state)?;
     let tags: Vec<String> = registration
         .tags
@@ -186,8 +196,12 @@ fn register(args: RegisterArgs) -> anyhow::Result<bool> {
 fn run_agent(args: RunArgs) -> anyhow::Result<bool> {
     let state = state_dir(args.common.state.clone())?;
     let registration = server::Registration::load(&state)?;
-    let base = server::check_url(&registration.server, args.common.allow_insecure_http)?;
-    let client = client(&base, &args.common)?;
+    let base = server::check_url(
+        &registration.server,
+        args.common.allow_insecure_http || registration.allow_insecure_http,
+    )?;
+    let ca = args.common.ca.as_deref().or(registration.ca.as_deref());
+    let client = client(&base, ca)?;
     let root = HostRoot::new(&args.root)?;
     let executor = Executor::new(root, StateDir::open(&state)?, ScriptOptions::default());
     let rt = runtime()?;

@@ -143,6 +143,12 @@ pub struct Registration {
     /// Tags the server gave it.
     #[serde(default)]
     pub tags: std::collections::BTreeMap<String, String>,
+    /// The extra CA certificate given at registration (`--ca`), used by `run` too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// Whether plain http:// off loopback was allowed at registration.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_insecure_http: bool,
 }
 
 impl Registration {
@@ -495,6 +501,8 @@ impl Client {
             name: body["name"].as_str().unwrap_or(name).to_string(),
             credential: credential.to_string(),
             tags: serde_json::from_value(body["tags"].clone()).unwrap_or_default(),
+            ca: None,
+            allow_insecure_http: false,
         })
     }
 
@@ -715,6 +723,8 @@ mod tests {
             name: "web-1".into(),
             credential: "slwc_x".into(),
             tags: [("role".to_string(), "web".to_string())].into(),
+            ca: Some("/etc/slipway-agent/ca.pem".into()),
+            allow_insecure_http: false,
         };
         r.save(dir.path()).unwrap();
         let mode = std::fs::metadata(Registration::path(dir.path()))

@@ -13,11 +13,10 @@ pub struct Agent {
     pub root: PathBuf,
     state: PathBuf,
     log: PathBuf,
-    args: Vec<String>,
 }
 
-/// How an agent reaches the server: the URL it registers with, and flags that both
-/// `register` and `run` take (e.g. `--ca FILE`).
+/// How an agent reaches the server: the URL it registers with, and flags for `register`
+/// (e.g. `--ca FILE`), which the registration remembers for `run`.
 pub struct Connection {
     pub url: String,
     pub args: Vec<String>,
@@ -58,11 +57,11 @@ impl Agent {
     /// Starts it again with the same state and root.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = spawn_agent(&self.state, &self.root, &self.log, &self.args);
+        self.child = spawn_agent(&self.state, &self.root, &self.log);
     }
 }
 
-fn spawn_agent(state: &Path, root: &Path, log: &Path, args: &[String]) -> Child {
+fn spawn_agent(state: &Path, root: &Path, log: &Path) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -73,7 +72,6 @@ fn spawn_agent(state: &Path, root: &Path, log: &Path, args: &[String]) -> Child 
         .arg(state)
         .arg("--root")
         .arg(root)
-        .args(args)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -136,13 +134,13 @@ pub fn start_agent_via(s: &Server, name: &str, tags: &[&str], connection: &Conne
         .args(&connection.args))
     .ok();
     let log = s.dir.path().join(format!("agent-{name}.log"));
-    let child = spawn_agent(&state, &root, &log, &connection.args);
+    // `run` is given nothing: registration remembers --ca and --allow-insecure-http.
+    let child = spawn_agent(&state, &root, &log);
     Agent {
         child,
         root,
         state,
         log,
-        args: connection.args.clone(),
     }
 }
 
