@@ -310,6 +310,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
     );
     "#,
     ),
+    (
+        9,
+        r#"
+    -- When a lifecycle event last became READY (dispatch latency: ready -> dispatched -> started).
+    ALTER TABLE host_events ADD COLUMN ready REAL;
+    "#,
+    ),
 ];
 
 pub(super) fn apply(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
