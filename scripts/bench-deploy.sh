@@ -23,7 +23,8 @@
 # Loopback only. BENCH_AGENT_STATE=tmpfs puts the agents' state directories (where they
 # fsync their in-progress file around every command) on /dev/shm, to see what the disk
 # costs; BENCH_PIN=1 runs the server on CPU 0 and every agent on CPU 1 (taskset), as if
-# the agents were on other machines; BENCH_RUNS, BENCH_AGENTS and BENCH_IDLE_AGENTS
+# the agents were on other machines; BENCH_KEEP_IDLE=1 keeps the idle agents polling
+# during the deployments; BENCH_RUNS, BENCH_AGENTS and BENCH_IDLE_AGENTS
 # override the counts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +54,7 @@ if [ "${BENCH_PIN:-}" = 1 ]; then
   STATE_ARGS+=(--agent-cpus 1)
   PINNED="server on CPU 0, agents on CPU 1"
 fi
+if [ "${BENCH_KEEP_IDLE:-}" = 1 ]; then STATE_ARGS+=(--keep-idle); fi
 SHM=
 if [ "${BENCH_AGENT_STATE:-}" = tmpfs ]; then
   SHM=$(mktemp -d /dev/shm/slipway-bench-deploy.XXXXXX)

@@ -560,6 +560,8 @@ def table(result):
                      f"({meta.get('nproc', '?')} cores)")
     if result.get("agent_state"):
         lines.append(f"agents' state directories: {result['agent_state']}")
+    if result.get("idle_agents_polling_during_runs"):
+        lines.append(f"idle agents polling during the deployments: {result['idle_agents_polling_during_runs']}")
     if result.get("pinned"):
         lines.append(f"pinned: {result['pinned']}")
     n = result.get("noise") or {}
@@ -679,6 +681,8 @@ def main():
     ap.add_argument("--noise-log")
     ap.add_argument("--agents", type=int, default=20)
     ap.add_argument("--idle-agents", type=int, default=80, help="more agents for the memory figure (0: none)")
+    ap.add_argument("--keep-idle", action="store_true",
+                    help="the idle agents keep polling during the deployments (each READY wakes every poll)")
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--settle", type=float, default=0.5, help="seconds between runs")
@@ -727,9 +731,10 @@ def main():
             memory["all_count"] = len(group) + len(idle)
             rss = sorted(fleet.rss_kb(group + idle))
             memory["agent_rss_kb"] = rss[len(rss) // 2]
-            fleet.stop(idle)
-            time.sleep(2)
-            memory["after_stop"] = sample_memory(args.server_pid)
+            if not args.keep_idle:
+                fleet.stop(idle)
+                time.sleep(2)
+                memory["after_stop"] = sample_memory(args.server_pid)
         else:
             rss = sorted(fleet.rss_kb(group))
             memory["agent_rss_kb"] = rss[len(rss) // 2]
@@ -824,6 +829,7 @@ def main():
         "warmup": args.warmup,
         "agent_state": args.agent_state or "under the work directory",
         "pinned": meta.get("pinned"),
+        "idle_agents_polling_during_runs": len(idle) if args.keep_idle else 0,
         "deploy_yaml": DEPLOY_YAML,
         "appspec_yml": APPSPEC_YML,
         "goals": {"dispatch_p99_ms": DISPATCH_GOAL_MS, "overhead_s": OVERHEAD_GOAL_S},
