@@ -14,7 +14,7 @@
 # Prints a table and writes everything as JSON in the run directory (its path is printed
 # last). scripts/bench/noise_monitor.py logs what other processes did meanwhile.
 #
-#   scripts/bench-deploy.sh [--quick]     (--quick: 3 runs, 30 idle agents, ~1 minute)
+#   scripts/bench-deploy.sh [--quick]     (--quick: 3 runs, 30 idle agents, ~70 s)
 #
 # Builds slipway and slipway-agent (release) into $CARGO_TARGET_DIR (default
 # /tmp/bench-deploy-target, not the shared target/), or uses SLIPWAY_BIN=path and

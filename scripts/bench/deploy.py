@@ -26,6 +26,9 @@ In order:
    receives the zip on stdin, unzips it, copies the files and runs the same hook;
    cold (a new connection per host, as a plain `for h in hosts; do ssh h … & done`)
    and warm (over already open ControlMaster connections, as ansible's ControlPersist).
+   And after each run, a deployment to a group of one more agent (the 20 idle): the
+   dispatch path without 20 agents competing for the same cores. The CPU time of the
+   server's and the agents' process trees is taken around each run.
 
 Writes OUT (JSON) and prints a table.
 """
