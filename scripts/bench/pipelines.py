@@ -24,16 +24,12 @@ prints a table.
 """
 
 import argparse
-import calendar
 import json
 import os
-import queue
-import subprocess
 import sys
-import threading
 import time
 
-from common import git_env, percentile, run
+from common import Follower, event_time, git_env, last_event_id, run, stats_ms
 
 GOAL_MS = 50.0
 PIPELINE = "bench"
@@ -60,82 +56,13 @@ def log(msg):
     print(f"bench-pipelines: {msg}", file=sys.stderr, flush=True)
 
 
-def event_time(text):
-    """RFC 3339 UTC with milliseconds ("2026-11-29T20:31:00.123Z") -> unix seconds."""
-    return calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")) + float("0" + text[19:-1])
-
-
-def stats_ms(values):
-    if not values:
-        return {"n": 0}
-    return {
-        "n": len(values),
-        "p50_ms": round(percentile(values, 50) * 1000, 1),
-        "p99_ms": round(percentile(values, 99) * 1000, 1),
-        "min_ms": round(min(values) * 1000, 1),
-        "max_ms": round(max(values) * 1000, 1),
-        "mean_ms": round(sum(values) / len(values) * 1000, 2),
-    }
-
-
-class Follower:
-    """`events --follow --json` in the background: terminal execution states by commit."""
-
-    def __init__(self, ssh, since):
-        self.proc = subprocess.Popen(
-            ssh + ["events", "--follow", "--json", "--since", str(since)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-        )
-        self.ended = {}          # commit -> (execution id, state)
-        self.seen = 0            # events received
-        self.ids = set()
-        self.cond = threading.Condition()
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                e = json.loads(line)
-            except ValueError:
-                log(f"events --follow printed a line that is not JSON: {line[:200]}")
-                continue
-            with self.cond:
-                self.seen += 1
-                self.ids.add(e.get("id"))
-                if (e.get("source"), e.get("type")) == ("pipeline", "execution-state-change") \
-                        and e.get("state") not in NOT_TERMINAL:
-                    d = e.get("detail") or {}
-                    self.ended[d.get("commit")] = (d.get("execution"), e.get("state"))
-                    self.cond.notify_all()
-
-    def wait_end(self, commit, timeout):
-        deadline = time.time() + timeout
-        with self.cond:
-            while commit not in self.ended:
-                left = deadline - time.time()
-                if left <= 0 or self.proc.poll() is not None:
-                    return None
-                self.cond.wait(min(left, 1.0))
-            return self.ended[commit]
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.thread.join(timeout=5)
-        return self.proc.stderr.read() if self.proc.stderr else ""
-
-
-def last_event_id(ssh):
-    events = json.loads(run(ssh + ["events", "--json", "--limit", "1"]) or "[]")
-    return max((e["id"] for e in events), default=0)
+def terminal_execution(e):
+    """For the Follower: an execution's end, as (commit, (execution id, state))."""
+    if (e.get("source"), e.get("type")) == ("pipeline", "execution-state-change") \
+            and e.get("state") not in NOT_TERMINAL:
+        d = e.get("detail") or {}
+        return d.get("commit"), (d.get("execution"), e.get("state"))
+    return None
 
 
 def stored_events(ssh, since):
@@ -321,7 +248,7 @@ def main():
     run(["git", "commit", "-q", "-m", "pipeline"], cwd=work, env=env)
 
     since = last_event_id(ssh)
-    follower = Follower(ssh, since)
+    follower = Follower(ssh, since, terminal_execution, log)
     time.sleep(0.3)  # the stream is open before the first push (it also replays from `since`)
     pushes, problems = [], []
     total = args.warmup + args.pushes

@@ -386,3 +386,61 @@ fn a_busy_agent_is_heard_from_until_it_falls_silent() {
     );
     assert_eq!(store.command_heartbeat("w2", command.id).unwrap(), None);
 }
+
+/// Every event records when it became READY, before it was dispatched and started (the
+/// agents' dispatch latency is measured from it); an event handed out again after a
+/// lost answer gets a new READY time, and writing it back unchanged keeps the old one.
+#[test]
+fn events_record_when_they_became_ready() {
+    let (_d, store) = store();
+    for a in ["w1", "w2"] {
+        agent(&store, a, "web");
+    }
+    let id = deploy(&store, json!("all-at-once"), false, "b1");
+    pass(&store);
+    let first = store
+        .deploy_tx(|t| t.events(id))
+        .unwrap()
+        .into_iter()
+        .find(|e| e.agent == "w1" && e.status == "READY")
+        .unwrap();
+    let ready = first.ready.expect("a READY event has its ready time");
+    // Written back as it is (still READY): the time stays.
+    let kept = store
+        .deploy_tx(|t| {
+            t.update_event(&first)?;
+            t.event(first.id)
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.ready, Some(ready));
+    // Dispatched, then handed out again (READY once more): a new time.
+    let c = store.next_command("w1").unwrap().unwrap();
+    assert_eq!((c.id, c.ready), (first.id, Some(ready)));
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let again = store
+        .deploy_tx(|t| {
+            let mut e = t.event(c.id)?.unwrap();
+            e.status = "READY".into();
+            e.dispatched = None;
+            t.update_event(&e)?;
+            t.event(c.id)
+        })
+        .unwrap()
+        .unwrap();
+    assert!(again.ready.unwrap() > ready, "{again:?}");
+
+    run_to_end(&store, &["w1", "w2"], &[]);
+    let events = store.deploy_tx(|t| t.events(id)).unwrap();
+    assert_eq!(events.len(), 2 * IN_PLACE.len());
+    for e in &events {
+        assert_eq!(e.status, "SUCCEEDED", "{e:?}");
+        let (r, d, s, end) = (
+            e.ready.unwrap(),
+            e.dispatched.unwrap(),
+            e.started.unwrap(),
+            e.ended.unwrap(),
+        );
+        assert!(r <= d && d <= s && s <= end, "{e:?}");
+    }
+}

@@ -119,6 +119,10 @@ pub struct EventRow {
     pub seq: i64,
     /// PENDING, READY, DISPATCHED, IN_PROGRESS, SUCCEEDED, FAILED, SKIPPED, CANCELLED.
     pub status: String,
+    /// Unix seconds: when it last became READY. Kept by the store
+    /// ([`DeployTx::update_event`] stamps it on the change to READY); what callers put
+    /// here is not written.
+    pub ready: Option<f64>,
     /// Unix seconds.
     pub dispatched: Option<f64>,
     /// Unix seconds.
@@ -201,7 +205,7 @@ fn host_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostRow> {
     })
 }
 
-const EVENT_COLUMNS: &str = "id, deployment_id, agent, event, seq, status, dispatched, started, ended, error_code, script, message, log";
+const EVENT_COLUMNS: &str = "id, deployment_id, agent, event, seq, status, dispatched, started, ended, error_code, script, message, log, ready";
 
 fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
     Ok(EventRow {
@@ -218,6 +222,7 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
         script: r.get(10)?,
         message: r.get(11)?,
         log: r.get(12)?,
+        ready: r.get(13)?,
     })
 }
 
@@ -560,11 +565,14 @@ impl DeployTx<'_> {
         Ok(())
     }
 
-    /// Writes back an event.
+    /// Writes back an event; an event that becomes READY (from any other status) has
+    /// its `ready` time set to now.
     pub fn update_event(&self, e: &EventRow) -> Result<(), StoreError> {
         self.tx.execute(
             "UPDATE host_events SET status = ?2, dispatched = ?3, started = ?4, ended = ?5, error_code = ?6,
-               script = ?7, message = ?8, log = ?9 WHERE id = ?1",
+               script = ?7, message = ?8, log = ?9,
+               ready = CASE WHEN ?2 = 'READY' AND status <> 'READY' THEN ?10 ELSE ready END
+             WHERE id = ?1",
             rusqlite::params![
                 e.id,
                 e.status,
@@ -574,7 +582,8 @@ impl DeployTx<'_> {
                 e.error_code,
                 e.script,
                 e.message,
-                e.log
+                e.log,
+                now()
             ],
         )?;
         Ok(())

@@ -325,6 +325,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
     CREATE INDEX alerts_name ON alerts(alertname);
     "#,
     ),
+    (
+        10,
+        r#"
+    -- When a lifecycle event last became READY (dispatch latency: ready -> dispatched -> started).
+    ALTER TABLE host_events ADD COLUMN ready REAL;
+    "#,
+    ),
 ];
 
 pub(super) fn apply(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {

@@ -10,7 +10,7 @@ fn open_twice_keeps_data_and_schema() {
     store.audit(&entry).unwrap();
     drop(store);
     let store = Store::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 9);
+    assert_eq!(store.schema_version().unwrap(), 10);
     let rows = store.audit_list(&AuditFilter::default()).unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].user.as_deref(), Some("alice"));
