@@ -68,7 +68,7 @@ pub struct Runtime {
     builder: Addr<Builder>,
     conductor: Addr<Conductor>,
     deployments: Addr<DeploySupervisor>,
-    agents_wake: Arc<tokio::sync::Notify>,
+    agents_wake: Arc<crate::deploy::wakers::AgentWakers>,
     outlets: Outlets,
     specs: Arc<SpecCache>,
     builds_dir: std::path::PathBuf,
@@ -159,7 +159,7 @@ impl Runtime {
                 )
             })
         };
-        let agents_wake = Arc::new(tokio::sync::Notify::new());
+        let agents_wake = Arc::new(crate::deploy::wakers::AgentWakers::default());
         let deployments = {
             let (store, bus, wake, metrics) = (
                 deps.store.clone(),
@@ -298,14 +298,12 @@ impl Runtime {
         if !effects.events.is_empty() {
             self.bus.do_send(crate::bus::Stored(effects.events));
         }
-        if effects.commands_ready {
-            self.agents_wake.notify_waiters();
-        }
+        self.agents_wake.wake(&effects.ready_for);
         self.deployments.do_send(DeployWake);
     }
 
-    /// Notified whenever lifecycle commands become ready for agents.
-    pub fn agents_wake(&self) -> Arc<tokio::sync::Notify> {
+    /// Wakes agents' polls when lifecycle commands become ready for them.
+    pub fn agents_wake(&self) -> Arc<crate::deploy::wakers::AgentWakers> {
         self.agents_wake.clone()
     }
 

@@ -238,15 +238,24 @@ impl GroupState {
     }
 }
 
-/// Replaces `path` with `bytes` so that readers see the old or the new content.
+/// Replaces `path` with `bytes` so that readers see the old or the new content, and
+/// waits until the content is on disk (it survives a power loss).
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    write_replacing(path, bytes, true)
+}
+
+/// Like [`write_atomically`], without waiting for the disk: the file survives the
+/// agent's crash but maybe not the machine's.
+pub(crate) fn write_replacing(path: &Path, bytes: &[u8], durable: bool) -> Result<(), StateError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io("create", parent))?;
     }
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::File::create(&tmp).map_err(io("write", &tmp))?;
     file.write_all(bytes).map_err(io("write", &tmp))?;
-    file.sync_all().map_err(io("write", &tmp))?;
+    if durable {
+        file.sync_all().map_err(io("write", &tmp))?;
+    }
     std::fs::rename(&tmp, path).map_err(io("replace", path))
 }
 

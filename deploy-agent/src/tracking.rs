@@ -64,14 +64,17 @@ impl InProgress {
             })
     }
 
-    /// Writes it (atomically) into `state`.
+    /// Writes it (atomically) into `state`. Without a result it is not forced to disk:
+    /// it is written just before the acknowledgement, on the path of every command, and
+    /// it only has to survive the agent's crash — a machine that loses power is silent
+    /// for longer than the server's agent timeout, which fails the command anyway.
     pub fn save(&self, state: &Path) -> Result<(), StateError> {
         let path = InProgress::path(state);
         let text = serde_json::to_vec_pretty(self).map_err(|e| StateError::Damaged {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        state::write_atomically(&path, &text)
+        state::write_replacing(&path, &text, self.result.is_some())
     }
 
     /// Removes the file from `state` (nothing there is fine).

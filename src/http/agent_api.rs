@@ -193,7 +193,7 @@ async fn poll(
         .unwrap_or(MAX_WAIT)
         .min(MAX_WAIT);
     let deadline = tokio::time::Instant::now() + wait;
-    let wake = state.runtime.agents_wake();
+    let wake = state.runtime.agents_wake().for_agent(&agent.name);
     loop {
         // Listen before looking, so a command made ready in between is not missed.
         let notified = wake.notified();

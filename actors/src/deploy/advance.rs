@@ -107,8 +107,8 @@ fn auto_rollback_of(settings: &Value) -> AutoRollback {
 pub struct Effects {
     /// Events stored: (id, source, type).
     pub events: Vec<(i64, String, String)>,
-    /// Whether commands became ready (agents should poll now).
-    pub commands_ready: bool,
+    /// The agents that have commands ready (their polls should look now).
+    pub ready_for: std::collections::BTreeSet<String>,
 }
 
 impl Effects {
@@ -335,11 +335,15 @@ pub fn advance_all(t: &DeployTx<'_>, fx: &mut Effects, clock: Clock) -> Result<(
             if !d.active() {
                 continue;
             }
-            moved |= match d.status.as_str() {
+            // Another round is needed only when a deployment changed state (an ended
+            // one lets the next of its group start); events made ready wait for agents.
+            let before = d.status.clone();
+            match d.status.as_str() {
                 "CREATED" | "QUEUED" => start(t, fx, &mut d, now)?,
                 "IN_PROGRESS" => progress(t, fx, &mut d, clock)?,
                 _ => bake(t, fx, &mut d, clock)?,
-            };
+            }
+            moved |= d.status != before;
         }
         if !moved {
             break;
@@ -353,7 +357,7 @@ fn start(
     fx: &mut Effects,
     d: &mut DeploymentRow,
     now: f64,
-) -> Result<bool, StoreError> {
+) -> Result<(), StoreError> {
     // One active deployment per group; the others wait in order.
     let waits = t.active_deployments()?.iter().any(|o| {
         o.id != d.id
@@ -366,9 +370,9 @@ fn start(
             d.status = "QUEUED".into();
             t.update_deployment(d)?;
             fx.emit(t, deployment_event(d, "QUEUED", json!({})))?;
-            return Ok(true);
+            return Ok(());
         }
-        return Ok(false);
+        return Ok(());
     }
     let sets = tag_sets_of(&d.settings);
     // A deployment for hosts that joined the group later reaches only them.
@@ -417,7 +421,7 @@ fn start(
                 e.to_string()
             };
             end_deployment(t, fx, d, "FAILED", Some(reason), now)?;
-            return Ok(true);
+            return Ok(());
         }
     };
     for h in plan.hosts() {
@@ -442,7 +446,7 @@ fn start(
         t,
         deployment_event(d, "STARTED", json!({ "hosts": plan.hosts().len() })),
     )?;
-    Ok(true)
+    Ok(())
 }
 
 fn plan_of(d: &DeploymentRow, hosts: &[HostRow]) -> Result<Plan, String> {
@@ -466,9 +470,8 @@ fn progress(
     fx: &mut Effects,
     d: &mut DeploymentRow,
     clock: Clock,
-) -> Result<bool, StoreError> {
+) -> Result<(), StoreError> {
     let (now, agent_lost) = (clock.now, clock.agent_lost);
-    let mut moved = false;
     let last_seen: BTreeMap<String, f64> = t
         .agents()?
         .into_iter()
@@ -488,14 +491,13 @@ fn progress(
                 (now - seen).round()
             ));
             t.update_event(e)?;
-            moved = true;
         } else if e.status == "DISPATCHED"
             && e.dispatched.is_some_and(|at| now - at > ACK_WITHIN_SECONDS)
         {
             e.status = "READY".into();
             e.dispatched = None;
             t.update_event(e)?;
-            fx.commands_ready = true;
+            fx.ready_for.insert(e.agent.clone());
         }
     }
     let mut hosts = t.hosts(d.id)?;
@@ -525,7 +527,6 @@ fn progress(
             t.put_host(h)?;
             t.set_group_host(&d.application, &d.group_name, &h.agent, false, None, d.id)?;
             fx.emit(t, host_event(d, h, Some(&failed)))?;
-            moved = true;
         } else if mine
             .iter()
             .all(|e| matches!(e.status.as_str(), "SUCCEEDED" | "SKIPPED"))
@@ -542,7 +543,6 @@ fn progress(
                 d.id,
             )?;
             fx.emit(t, host_event(d, h, None))?;
-            moved = true;
         } else if !mine
             .iter()
             .any(|e| matches!(e.status.as_str(), "READY" | "DISPATCHED" | "IN_PROGRESS"))
@@ -550,8 +550,7 @@ fn progress(
             if let Some(next) = mine.into_iter().find(|e| e.status == "PENDING") {
                 next.status = "READY".into();
                 t.update_event(next)?;
-                fx.commands_ready = true;
-                moved = true;
+                fx.ready_for.insert(next.agent.clone());
             }
         }
     }
@@ -560,7 +559,7 @@ fn progress(
         Err(why) => {
             skip_the_rest(t, d, &why, now)?;
             end_deployment(t, fx, d, "FAILED", Some(why), now)?;
-            return Ok(true);
+            return Ok(());
         }
     };
     let progress: BTreeMap<String, HostProgress> = hosts
@@ -591,9 +590,8 @@ fn progress(
                 {
                     first.status = "READY".into();
                     t.update_event(first)?;
-                    fx.commands_ready = true;
+                    fx.ready_for.insert(first.agent.clone());
                 }
-                moved = true;
             }
         }
         Decision::Succeeded => {
@@ -602,7 +600,7 @@ fn progress(
             if bake <= 0.0 && watched(d) && clock.alarms_read_at < last_host {
                 // The alarms have the last word: wait for a reading made after the
                 // last host finished.
-                return Ok(moved);
+                return Ok(());
             }
             if bake > 0.0 {
                 d.status = "BAKING".into();
@@ -612,7 +610,6 @@ fn progress(
             } else {
                 end_deployment(t, fx, d, "SUCCEEDED", None, now)?;
             }
-            moved = true;
         }
         Decision::Failed { reason } => {
             skip_the_rest(t, d, "the deployment failed", now)?;
@@ -622,10 +619,9 @@ fn progress(
                 why.push_str(&more);
             }
             end_deployment(t, fx, d, "FAILED", Some(why), now)?;
-            moved = true;
         }
     }
-    Ok(moved)
+    Ok(())
 }
 
 /// Whether `d`'s alarms are read (see [`super::alarms::Watch::of`]).
@@ -638,17 +634,17 @@ fn bake(
     fx: &mut Effects,
     d: &mut DeploymentRow,
     clock: Clock,
-) -> Result<bool, StoreError> {
+) -> Result<(), StoreError> {
     let until = d.bake_until.unwrap_or(0.0);
     if clock.now < until {
-        return Ok(false);
+        return Ok(());
     }
     // Alarms count until the end: the bake ends after a reading made once it was over.
     if watched(d) && clock.alarms_read_at < until {
-        return Ok(false);
+        return Ok(());
     }
     end_deployment(t, fx, d, "SUCCEEDED", None, clock.now)?;
-    Ok(true)
+    Ok(())
 }
 
 /// A host that joined `group` gets the group's current revision: a deployment of its

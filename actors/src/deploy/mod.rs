@@ -17,6 +17,7 @@ pub mod advance;
 pub mod alarms;
 pub mod plan;
 pub mod supervisor;
+pub mod wakers;
 
 pub use plan::{Decision, HostInfo, HostProgress, Plan, PlanError, Requirement, RevisionHealth};
 

@@ -26,8 +26,8 @@ pub struct Wake;
 pub struct Supervisor {
     store: Store,
     bus: Addr<EventBus>,
-    /// Woken when commands become ready, so agents' long polls answer at once.
-    agents: Arc<tokio::sync::Notify>,
+    /// Wakes the polls of agents whose commands became ready, so they answer at once.
+    agents: Arc<super::wakers::AgentWakers>,
     metrics: RuntimeMetrics,
     /// An agent silent this long has lost its event.
     agent_timeout: Duration,
@@ -50,7 +50,7 @@ impl Supervisor {
     pub fn new(
         store: Store,
         bus: Addr<EventBus>,
-        agents: Arc<tokio::sync::Notify>,
+        agents: Arc<super::wakers::AgentWakers>,
         metrics: RuntimeMetrics,
         agent_timeout: Duration,
         alarm_interval: Duration,
@@ -106,9 +106,7 @@ impl Supervisor {
                     if !fx.events.is_empty() {
                         act.bus.do_send(Stored(fx.events));
                     }
-                    if fx.commands_ready {
-                        act.agents.notify_waiters();
-                    }
+                    act.agents.wake(&fx.ready_for);
                 }
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "deployment pass failed; retrying on the next tick")
