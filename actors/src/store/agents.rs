@@ -148,10 +148,9 @@ impl Store {
 
     /// Records that agent `name` (at `version`) was heard from now.
     pub fn agent_seen(&self, name: &str, version: &str) -> Result<(), StoreError> {
-        self.lock().execute(
-            "UPDATE agents SET last_seen = ?2, version = ?3 WHERE name = ?1",
-            rusqlite::params![name, now(), version],
-        )?;
+        self.lock()
+            .prepare_cached("UPDATE agents SET last_seen = ?2, version = ?3 WHERE name = ?1")?
+            .execute(rusqlite::params![name, now(), version])?;
         Ok(())
     }
 

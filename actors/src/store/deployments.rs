@@ -350,13 +350,11 @@ impl Store {
     /// is heard from as it is handed the command (its poll may have waited long).
     pub fn next_command(&self, agent: &str) -> Result<Option<EventRow>, StoreError> {
         self.deploy_tx(|t| {
-            let found = optional(t.tx.query_row(
-                &format!(
-                    "SELECT {EVENT_COLUMNS} FROM host_events WHERE agent = ?1 AND status = 'READY' ORDER BY id LIMIT 1"
-                ),
-                [agent],
-                event_row,
+            let mut stmt = t.tx.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM host_events WHERE agent = ?1 AND status = 'READY' ORDER BY id LIMIT 1"
             ))?;
+            let found = optional(stmt.query_row([agent], event_row))?;
+            drop(stmt);
             let Some(mut e) = found else { return Ok(None) };
             e.status = "DISPATCHED".into();
             e.dispatched = Some(now());
@@ -478,10 +476,16 @@ impl DeployTx<'_> {
 
     /// Writes back a deployment's moving parts.
     pub fn update_deployment(&self, d: &DeploymentRow) -> Result<(), StoreError> {
-        self.tx.execute(
-            "UPDATE deployments SET status = ?2, rollback_id = ?3, started = ?4, ended = ?5, bake_until = ?6, reason = ?7 WHERE id = ?1",
-            rusqlite::params![d.id, d.status, d.rollback_id, d.started, d.ended, d.bake_until, d.reason],
-        )?;
+        let mut stmt = self.tx.prepare_cached("UPDATE deployments SET status = ?2, rollback_id = ?3, started = ?4, ended = ?5, bake_until = ?6, reason = ?7 WHERE id = ?1")?;
+        stmt.execute(rusqlite::params![
+            d.id,
+            d.status,
+            d.rollback_id,
+            d.started,
+            d.ended,
+            d.bake_until,
+            d.reason
+        ])?;
         Ok(())
     }
 
@@ -492,11 +496,11 @@ impl DeployTx<'_> {
         group: &str,
         before: Option<i64>,
     ) -> Result<Option<DeploymentRow>, StoreError> {
-        Ok(optional(self.tx.query_row(
-            &format!(
-                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE application = ?1 AND group_name = ?2
-                   AND status = 'SUCCEEDED' AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT 1"
-            ),
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE application = ?1 AND group_name = ?2
+               AND status = 'SUCCEEDED' AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT 1"
+        ))?;
+        Ok(optional(stmt.query_row(
             rusqlite::params![application, group, before],
             deployment_row,
         ))?)
@@ -513,22 +517,20 @@ impl DeployTx<'_> {
 
     /// Inserts or replaces a host.
     pub fn put_host(&self, h: &HostRow) -> Result<(), StoreError> {
-        self.tx.execute(
-            "INSERT INTO deployment_hosts (deployment_id, agent, status, healthy_before, revision_before, started, ended, reason)
+        let mut stmt = self.tx.prepare_cached("INSERT INTO deployment_hosts (deployment_id, agent, status, healthy_before, revision_before, started, ended, reason)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT(deployment_id, agent) DO UPDATE SET status = excluded.status, started = excluded.started,
-               ended = excluded.ended, reason = excluded.reason",
-            rusqlite::params![
-                h.deployment_id,
-                h.agent,
-                h.status,
-                h.healthy_before as i64,
-                h.revision_before,
-                h.started,
-                h.ended,
-                h.reason
-            ],
-        )?;
+               ended = excluded.ended, reason = excluded.reason")?;
+        stmt.execute(rusqlite::params![
+            h.deployment_id,
+            h.agent,
+            h.status,
+            h.healthy_before as i64,
+            h.revision_before,
+            h.started,
+            h.ended,
+            h.reason
+        ])?;
         Ok(())
     }
 
@@ -543,11 +545,13 @@ impl DeployTx<'_> {
 
     /// One event.
     pub fn event(&self, id: i64) -> Result<Option<EventRow>, StoreError> {
-        Ok(optional(self.tx.query_row(
-            &format!("SELECT {EVENT_COLUMNS} FROM host_events WHERE id = ?1"),
-            [id],
-            event_row,
-        ))?)
+        Ok(optional(
+            self.tx
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM host_events WHERE id = ?1"
+                ))?
+                .query_row([id], event_row),
+        )?)
     }
 
     /// Adds a PENDING event.
@@ -558,34 +562,30 @@ impl DeployTx<'_> {
         event: &str,
         seq: i64,
     ) -> Result<(), StoreError> {
-        self.tx.execute(
-            "INSERT INTO host_events (deployment_id, agent, event, seq, status) VALUES (?1, ?2, ?3, ?4, 'PENDING')",
-            rusqlite::params![deployment, agent, event, seq],
-        )?;
+        let mut stmt = self.tx.prepare_cached("INSERT INTO host_events (deployment_id, agent, event, seq, status) VALUES (?1, ?2, ?3, ?4, 'PENDING')")?;
+        stmt.execute(rusqlite::params![deployment, agent, event, seq])?;
         Ok(())
     }
 
     /// Writes back an event; an event that becomes READY (from any other status) has
     /// its `ready` time set to now.
     pub fn update_event(&self, e: &EventRow) -> Result<(), StoreError> {
-        self.tx.execute(
-            "UPDATE host_events SET status = ?2, dispatched = ?3, started = ?4, ended = ?5, error_code = ?6,
+        let mut stmt = self.tx.prepare_cached("UPDATE host_events SET status = ?2, dispatched = ?3, started = ?4, ended = ?5, error_code = ?6,
                script = ?7, message = ?8, log = ?9,
                ready = CASE WHEN ?2 = 'READY' AND status <> 'READY' THEN ?10 ELSE ready END
-             WHERE id = ?1",
-            rusqlite::params![
-                e.id,
-                e.status,
-                e.dispatched,
-                e.started,
-                e.ended,
-                e.error_code,
-                e.script,
-                e.message,
-                e.log,
-                now()
-            ],
-        )?;
+             WHERE id = ?1")?;
+        stmt.execute(rusqlite::params![
+            e.id,
+            e.status,
+            e.dispatched,
+            e.started,
+            e.ended,
+            e.error_code,
+            e.script,
+            e.message,
+            e.log,
+            now()
+        ])?;
         Ok(())
     }
 
@@ -618,21 +618,25 @@ impl DeployTx<'_> {
         revision: Option<&str>,
         deployment: i64,
     ) -> Result<(), StoreError> {
-        self.tx.execute(
-            "INSERT INTO group_hosts (application, group_name, agent, healthy, revision, deployment_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+        let mut stmt = self.tx.prepare_cached("INSERT INTO group_hosts (application, group_name, agent, healthy, revision, deployment_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT(application, group_name, agent) DO UPDATE SET healthy = excluded.healthy,
-               revision = COALESCE(excluded.revision, group_hosts.revision), deployment_id = excluded.deployment_id",
-            rusqlite::params![application, group, agent, healthy as i64, revision, deployment],
-        )?;
+               revision = COALESCE(excluded.revision, group_hosts.revision), deployment_id = excluded.deployment_id")?;
+        stmt.execute(rusqlite::params![
+            application,
+            group,
+            agent,
+            healthy as i64,
+            revision,
+            deployment
+        ])?;
         Ok(())
     }
 
     /// Records that `agent` was heard from now.
     pub fn heard_from(&self, agent: &str) -> Result<(), StoreError> {
-        self.tx.execute(
-            "UPDATE agents SET last_seen = ?2 WHERE name = ?1",
-            rusqlite::params![agent, now()],
-        )?;
+        self.tx
+            .prepare_cached("UPDATE agents SET last_seen = ?2 WHERE name = ?1")?
+            .execute(rusqlite::params![agent, now()])?;
         Ok(())
     }
 

@@ -85,6 +85,8 @@ impl Store {
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;
+        // The hot statements (agents' polls, the passes) stay prepared.
+        conn.set_prepared_statement_cache_capacity(128);
         let mut conn = conn;
         migrations::apply(&mut conn)?;
         Ok(Store {
