@@ -287,6 +287,12 @@ fn a_revision_reaches_the_group_and_a_failing_one_is_rolled_back() {
         assert_eq!(page, "version one\n");
     }
     assert!(!other.root.join("srv/web").exists());
+    // The build's chmod +x travels in the artifact: the agent has nothing to fix.
+    for agent in [&a, &b] {
+        let log = agent.log_text();
+        assert!(log.contains("running a lifecycle event"), "{log}");
+        assert!(!log.contains("not executable"), "{log}");
+    }
     s.ssh(&s.admin, "deploy status 1")
         .ok()
         .says("AppStop     Download    BeforeInst  Install     AfterInst   AppStart    Validate")

@@ -7,7 +7,7 @@
 //! (the workspace belongs to the build; the packager does not).
 
 use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -107,10 +107,17 @@ pub fn package(src: &Path, spec: &Artifacts) -> Result<(Vec<u8>, usize), String>
             .custom_flags(libc::O_NOFOLLOW)
             .open(base.join(&rel))
             .map_err(|e| format!("cannot read {}: {e}", rel.display()))?;
+        // The file's permission bits travel with it (a hook script stays executable);
+        // never setuid, setgid or sticky.
+        let mode = file
+            .metadata()
+            .map(|m| m.permissions().mode() & 0o777)
+            .map_err(|e| format!("cannot read {}: {e}", rel.display()))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .map_err(|e| format!("cannot read {}: {e}", rel.display()))?;
-        zip.start_file(name, options).map_err(|e| e.to_string())?;
+        zip.start_file(name, options.unix_permissions(mode))
+            .map_err(|e| e.to_string())?;
         zip.write_all(&bytes).map_err(|e| e.to_string())?;
         count += 1;
     }
@@ -234,6 +241,25 @@ mod tests {
             .unwrap_err()
             .contains("no files match"));
         assert!(package(d.path(), &spec(&["*"], Some("../x"), false, &[])).is_err());
+    }
+
+    #[test]
+    fn permission_bits_travel_but_never_setuid() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tree();
+        let set = |f: &str, mode: u32| {
+            std::fs::set_permissions(d.path().join(f), std::fs::Permissions::from_mode(mode))
+                .unwrap()
+        };
+        set("out/app", 0o4755);
+        set("top.txt", 0o640);
+        let (z, _) = package(d.path(), &spec(&["out/app", "top.txt"], None, false, &[])).unwrap();
+        let mut z = zip::ZipArchive::new(std::io::Cursor::new(z)).unwrap();
+        let mode = |z: &mut zip::ZipArchive<_>, name: &str| {
+            z.by_name(name).unwrap().unix_mode().unwrap() & 0o7777
+        };
+        assert_eq!(mode(&mut z, "out/app"), 0o755);
+        assert_eq!(mode(&mut z, "top.txt"), 0o640);
     }
 
     #[test]
