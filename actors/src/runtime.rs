@@ -167,16 +167,14 @@ impl Runtime {
                 agents_wake.clone(),
                 metrics.clone(),
             );
-            let agent_timeout = deps.deploy.agent_timeout;
-            let alarm_interval = deps.deploy.alarm_interval;
+            let settings = deps.deploy.clone();
             Supervisor::start(move |_| {
                 DeploySupervisor::new(
                     store.clone(),
                     bus.clone(),
                     wake.clone(),
                     metrics.clone(),
-                    agent_timeout,
-                    alarm_interval,
+                    &settings,
                 )
             })
         };

@@ -66,8 +66,8 @@ impl InProgress {
 
     /// Writes it (atomically) into `state`. Without a result it is not forced to disk:
     /// it is written just before the acknowledgement, on the path of every command, and
-    /// it only has to survive the agent's crash — a machine that loses power is silent
-    /// for longer than the server's agent timeout, which fails the command anyway.
+    /// it only has to survive the agent's crash. If a power loss takes it, the server
+    /// fails the command when the agent polls again (it never polls while running one).
     pub fn save(&self, state: &Path) -> Result<(), StateError> {
         let path = InProgress::path(state);
         let text = serde_json::to_vec_pretty(self).map_err(|e| StateError::Damaged {

@@ -183,9 +183,19 @@ async fn poll(
         agent.name.clone(),
         clean_version(&body.version),
     );
-    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.agent_seen(&name, &version)).await
-    {
-        tracing::error!(agent = %agent.name, error = %e, "cannot record an agent's poll");
+    let orphans = blocking("recording an agent's poll", move || {
+        store.agent_seen(&name, &version)?;
+        store.fail_orphaned_commands(&name)
+    })
+    .await;
+    match orphans {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::warn!(agent = %agent.name, commands = n,
+                "the agent polled while its commands were in progress: it restarted without a record of them; failed them");
+            state.runtime.deployments_changed();
+        }
+        Err(response) => return response,
     }
     let wait = query
         .wait

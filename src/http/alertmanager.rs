@@ -60,7 +60,7 @@ impl Alert {
 async fn receive(
     state: web::Data<Arc<ServerState>>,
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> HttpResponse {
     let Some(token) = state.settings.deploy.alertmanager_token.as_deref() else {
         return error(
@@ -76,6 +76,25 @@ async fn receive(
             "missing or wrong bearer token: give Alertmanager's webhook `http_config: { authorization: { credentials: TOKEN } }` with deploy.alertmanager_token",
         );
     }
+    // The body is read only once the token is right, and only up to the limit.
+    let body = match payload.to_bytes_limited(MAX_BODY).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the notification: {e}"),
+            )
+        }
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "a notification may be at most {} MiB; lower max_alerts in Alertmanager's webhook_config",
+                    MAX_BODY >> 20
+                ),
+            )
+        }
+    };
     let notification: Notification = match serde_json::from_slice(&body) {
         Ok(n) => n,
         Err(e) => {
@@ -103,9 +122,5 @@ async fn receive(
 
 /// Adds the route.
 pub fn routes(config: &mut web::ServiceConfig) {
-    config.service(
-        web::resource("/alertmanager")
-            .app_data(web::PayloadConfig::new(MAX_BODY))
-            .route(web::post().to(receive)),
-    );
+    config.route("/alertmanager", web::post().to(receive));
 }

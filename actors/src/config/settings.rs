@@ -113,6 +113,11 @@ pub struct DeploySettings {
     /// (`http_config: { authorization: { credentials: TOKEN } }`); without it the
     /// endpoint is off. At least 16 characters.
     pub alertmanager_token: Option<String>,
+    /// A firing alert Alertmanager has not sent again for this long no longer counts
+    /// (Alertmanager re-sends firing alerts every `repeat_interval`, 4h by default; keep
+    /// it below this). Without it, an alert silenced after it fired would never end.
+    #[serde(with = "duration")]
+    pub alert_max_age: Duration,
 }
 
 impl Default for DeploySettings {
@@ -121,6 +126,7 @@ impl Default for DeploySettings {
             agent_timeout: Duration::from_secs(60),
             alarm_interval: Duration::from_secs(10),
             alertmanager_token: None,
+            alert_max_age: Duration::from_secs(12 * 3600),
         }
     }
 }

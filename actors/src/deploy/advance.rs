@@ -214,8 +214,8 @@ fn skip_the_rest(
 
 /// Stops `d` (asked by a person, an alarm, an abandoned pipeline): nothing new starts on
 /// its hosts (an event already running finishes on its agent), it ends STOPPED with
-/// `why`, and the group's auto-rollback for `cause` (`stop` or `alarm`) applies. Answers
-/// the whole reason.
+/// `why`, and, if it had started, the group's auto-rollback for `cause` (`stop` or
+/// `alarm`) applies. Answers the whole reason.
 pub fn stop_deployment(
     t: &DeployTx<'_>,
     fx: &mut Effects,
@@ -226,9 +226,13 @@ pub fn stop_deployment(
 ) -> Result<String, StoreError> {
     skip_the_rest(t, d, "the deployment was stopped", now)?;
     let mut why = why;
-    if let Some(more) = maybe_roll_back(t, fx, d, cause)? {
-        why.push_str("; ");
-        why.push_str(&more);
+    // One that never started changed no host: rolling back would only undo the
+    // deployment that runs before it.
+    if d.started.is_some() {
+        if let Some(more) = maybe_roll_back(t, fx, d, cause)? {
+            why.push_str("; ");
+            why.push_str(&more);
+        }
     }
     end_deployment(t, fx, d, "STOPPED", Some(why.clone()), now)?;
     Ok(why)

@@ -35,6 +35,8 @@ pub struct Supervisor {
     again: bool,
     /// How often alarms are read.
     alarm_interval: Duration,
+    /// How long a firing Alertmanager alert counts without being sent again.
+    alert_max_age: Duration,
     /// The client alarms are read with.
     client: reqwest::Client,
     /// A reading is under way.
@@ -52,18 +54,18 @@ impl Supervisor {
         bus: Addr<EventBus>,
         agents: Arc<super::wakers::AgentWakers>,
         metrics: RuntimeMetrics,
-        agent_timeout: Duration,
-        alarm_interval: Duration,
+        settings: &crate::config::settings::DeploySettings,
     ) -> Supervisor {
         Supervisor {
             store,
             bus,
             agents,
             metrics,
-            agent_timeout,
+            agent_timeout: settings.agent_timeout,
             busy: false,
             again: false,
-            alarm_interval,
+            alarm_interval: settings.alarm_interval,
+            alert_max_age: settings.alert_max_age,
             client: alarms::poll::client(),
             reading: false,
             alarms_read_at: 0.0,
@@ -81,11 +83,12 @@ impl Supervisor {
         let agent_lost = self.agent_timeout.as_secs_f64();
         let alarms_read_at = self.alarms_read_at;
         let stops = std::mem::take(&mut self.alarm_stops);
+        // Kept until a pass has committed them: the alarms' "last word" is already taken.
+        let pending = stops.clone();
         let job = tokio::task::spawn_blocking(move || {
             store.deploy_tx(|t| {
                 let mut fx = Effects::default();
                 let now = now();
-                // Stops lost with a failed transaction come back with the next reading.
                 stop_on_alarms(t, &mut fx, &stops, now)?;
                 advance_all(
                     t,
@@ -99,7 +102,7 @@ impl Supervisor {
                 Ok::<_, StoreError>(fx)
             })
         });
-        ctx.spawn(job.into_actor(self).map(|result, act, ctx| {
+        ctx.spawn(job.into_actor(self).map(move |result, act, ctx| {
             act.busy = false;
             match result {
                 Ok(Ok(fx)) => {
@@ -109,9 +112,13 @@ impl Supervisor {
                     act.agents.wake(&fx.ready_for);
                 }
                 Ok(Err(e)) => {
+                    act.alarm_stops.extend(pending);
                     tracing::error!(error = %e, "deployment pass failed; retrying on the next tick")
                 }
-                Err(e) => tracing::error!(error = %e, "deployment pass task failed"),
+                Err(e) => {
+                    act.alarm_stops.extend(pending);
+                    tracing::error!(error = %e, "deployment pass task failed")
+                }
             }
             if std::mem::take(&mut act.again) {
                 act.pass(ctx);
@@ -130,6 +137,7 @@ impl Supervisor {
         }
         self.reading = true;
         let (store, client) = (self.store.clone(), self.client.clone());
+        let alert_max_age = self.alert_max_age.as_secs_f64();
         let job = async move {
             let listed = {
                 let store = store.clone();
@@ -145,7 +153,7 @@ impl Supervisor {
                 Ok(Err(e)) => return Err(e.to_string()),
                 Err(e) => return Err(e.to_string()),
             };
-            Ok(alarms::poll_all(&client, &store, watches).await)
+            Ok(alarms::poll_all(&client, &store, watches, alert_max_age).await)
         };
         ctx.spawn(job.into_actor(self).map(move |result, act, ctx| {
             act.reading = false;

@@ -444,3 +444,69 @@ fn events_record_when_they_became_ready() {
         assert!(r <= d && d <= s && s <= end, "{e:?}");
     }
 }
+
+/// An agent that polls while one of its commands is IN_PROGRESS restarted and lost its
+/// record of it (say its in-progress file did not survive a power loss): the command
+/// fails at once instead of waiting forever, and the deployment goes on.
+#[test]
+fn a_poll_fails_the_commands_the_agent_forgot() {
+    let (_d, store) = store();
+    agent(&store, "w1", "web");
+    let id = deploy(&store, json!("all-at-once"), false, "b1");
+    pass(&store);
+    let c = store.next_command("w1").unwrap().unwrap();
+    assert_eq!(
+        store.ack_command("w1", c.id).unwrap().as_deref(),
+        Some("IN_PROGRESS")
+    );
+    assert_eq!(store.fail_orphaned_commands("w2").unwrap(), 0);
+    assert_eq!(store.fail_orphaned_commands("w1").unwrap(), 1);
+    let e = store.deploy_tx(|t| t.event(c.id)).unwrap().unwrap();
+    assert_eq!(e.status, "FAILED");
+    assert_eq!(e.error_code, Some(7));
+    assert!(e.message.unwrap().contains("FAILED_AFTER_RESTART"));
+    assert_eq!(store.fail_orphaned_commands("w1").unwrap(), 0);
+    pass(&store);
+    assert_eq!(store.deployment(id).unwrap().unwrap().status, "FAILED");
+}
+
+/// Stopping a deployment that never started rolls nothing back (it changed no host; a
+/// rollback would only undo the deployment running before it).
+#[test]
+fn a_queued_deployment_stopped_rolls_nothing_back() {
+    let (_d, store) = store();
+    agent(&store, "w1", "web");
+    let on_stop = |s: &mut serde_json::Value| s["auto_rollback"]["stop"] = json!(true);
+    let good = deploy_with(&store, json!("all-at-once"), false, "v1", on_stop);
+    run_to_end(&store, &["w1"], &[]);
+    assert_eq!(store.deployment(good).unwrap().unwrap().status, "SUCCEEDED");
+    let running = deploy_with(&store, json!("all-at-once"), false, "v2", on_stop);
+    let queued = deploy_with(&store, json!("all-at-once"), false, "v3", on_stop);
+    pass(&store);
+    assert_eq!(store.deployment(queued).unwrap().unwrap().status, "QUEUED");
+    let why = store
+        .deploy_tx(|t| {
+            let mut d = t.deployment(queued)?.unwrap();
+            let mut fx = Effects::default();
+            super::advance::stop_deployment(
+                t,
+                &mut fx,
+                &mut d,
+                "stopped by admin".into(),
+                "stop",
+                now(),
+            )
+        })
+        .unwrap();
+    assert_eq!(why, "stopped by admin");
+    let stopped = store.deployment(queued).unwrap().unwrap();
+    assert_eq!(
+        (stopped.status.as_str(), stopped.rollback_id),
+        ("STOPPED", None)
+    );
+    run_to_end(&store, &["w1"], &[]);
+    assert_eq!(
+        store.deployment(running).unwrap().unwrap().status,
+        "SUCCEEDED"
+    );
+}

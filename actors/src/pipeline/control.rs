@@ -256,7 +256,7 @@ pub fn stop(
         let message;
         if !e.entered || abandon {
             if e.entered {
-                abandon_running(t, &mut effects, &e, &why, Some(user), now)?;
+                abandon_running(t, &mut effects, &e, &why, Some(user), true, now)?;
                 let mut stage = t.stage(e.id, e.stage)?;
                 if let Some(s) = stage.as_mut() {
                     s.status = "STOPPED".into();

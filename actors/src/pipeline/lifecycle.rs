@@ -160,13 +160,15 @@ pub fn retry_stage(
 
 /// Abandons the running actions of `e`'s current stage: their builds are stopped (a
 /// queued one here, in the same transaction, so it can never start; a running one by
-/// the builder once this commits).
+/// the builder once this commits), and with `stop_deployments` (a person abandoned
+/// them) so are their deployments.
 pub fn abandon_running(
     t: &PipelineTx<'_>,
     fx: &mut Effects,
     e: &ExecutionRow,
     why: &str,
     actor: Option<&str>,
+    stop_deployments: bool,
     now: f64,
 ) -> Result<(), StoreError> {
     let stage = t.stage(e.id, e.stage)?.map(|s| s.name).unwrap_or_default();
@@ -186,7 +188,9 @@ pub fn abandon_running(
             fx.stop_builds.push(b);
         }
         if let Some(id) = a.detail.get("deployment").and_then(|v| v.as_i64()) {
-            stop_deployment_of(t, fx, id, why, now)?;
+            if stop_deployments {
+                stop_deployment_of(t, fx, id, why, now)?;
+            }
         }
         fx.emit(t, action_event(e, &stage, &a, actor))?;
     }
@@ -231,7 +235,9 @@ pub fn fail_execution(
     now: f64,
 ) -> Result<(), StoreError> {
     if e.entered {
-        abandon_running(t, fx, e, &reason, Some("slipway"), now)?;
+        // slipway's own trouble with the execution is no reason to stop a deployment
+        // that may be going well: it runs on, nobody waits for it.
+        abandon_running(t, fx, e, &reason, Some("slipway"), false, now)?;
         if let Some(mut stage) = t.stage(e.id, e.stage)? {
             if matches!(stage.status.as_str(), "IN_PROGRESS" | "STOPPING") {
                 stage.status = "FAILED".into();

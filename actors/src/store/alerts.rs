@@ -48,13 +48,16 @@ impl Store {
         Ok(())
     }
 
-    /// The firing alerts named `alertname`, each as its other labels (`{k="v",…}`).
-    pub fn firing_alerts(&self, alertname: &str) -> Result<Vec<String>, StoreError> {
+    /// The firing alerts named `alertname` that Alertmanager sent within `max_age`
+    /// seconds, each as its other labels (`{k="v",…}`).
+    pub fn firing_alerts(&self, alertname: &str, max_age: f64) -> Result<Vec<String>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
-            "SELECT labels FROM alerts WHERE alertname = ?1 ORDER BY fingerprint",
+            "SELECT labels FROM alerts WHERE alertname = ?1 AND received >= ?2 ORDER BY fingerprint",
         )?;
-        let rows = stmt.query_map([alertname], |r| r.get::<_, String>(0))?;
+        let rows = stmt.query_map(rusqlite::params![alertname, now() - max_age], |r| {
+            r.get::<_, String>(0)
+        })?;
         let mut out = Vec::new();
         for labels in rows {
             let labels: BTreeMap<String, String> =
@@ -99,20 +102,23 @@ mod tests {
             ])
             .unwrap();
         assert_eq!(
-            store.firing_alerts("HighLatency").unwrap(),
+            store.firing_alerts("HighLatency", 60.0).unwrap(),
             vec!["{instance=\"web-1\"}", "{instance=\"web-2\"}"]
         );
         store
             .record_alerts(&[alert("a", "HighLatency", "web-1", false)])
             .unwrap();
         assert_eq!(
-            store.firing_alerts("HighLatency").unwrap(),
+            store.firing_alerts("HighLatency", 60.0).unwrap(),
             vec!["{instance=\"web-2\"}"]
         );
         store
             .record_alerts(&[alert("b", "HighLatency", "web-2", false)])
             .unwrap();
-        assert!(store.firing_alerts("HighLatency").unwrap().is_empty());
-        assert_eq!(store.firing_alerts("DiskFull").unwrap().len(), 1);
+        assert!(store.firing_alerts("HighLatency", 60.0).unwrap().is_empty());
+        assert_eq!(store.firing_alerts("DiskFull", 60.0).unwrap().len(), 1);
+        // Not sent again within the maximum age: it no longer counts.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(store.firing_alerts("DiskFull", 0.01).unwrap().is_empty());
     }
 }

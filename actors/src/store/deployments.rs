@@ -364,6 +364,22 @@ impl Store {
         })
     }
 
+    /// Fails the commands `agent` has IN_PROGRESS: an agent runs one command at a time
+    /// and asks for work only between commands, so a poll means it no longer runs them
+    /// (it restarted and lost its record of them). Answers how many were failed.
+    pub fn fail_orphaned_commands(&self, agent: &str) -> Result<usize, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "UPDATE host_events SET status = 'FAILED', ended = ?2, error_code = 7, message = ?3
+             WHERE agent = ?1 AND status = 'IN_PROGRESS'",
+        )?;
+        Ok(stmt.execute(rusqlite::params![
+            agent,
+            now(),
+            "the agent asked for new work while this event was running: it restarted and lost its record of it (FAILED_AFTER_RESTART); check the host and deploy again"
+        ])?)
+    }
+
     /// `agent` acknowledges command `id`: a dispatched command becomes IN_PROGRESS;
     /// answers its status (`None`: not this agent's command). The agent is heard from.
     pub fn ack_command(&self, agent: &str, id: i64) -> Result<Option<String>, StoreError> {

@@ -68,8 +68,14 @@ pub fn client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
-/// Reads every alarm of `watches` concurrently.
-pub async fn poll_all(client: &reqwest::Client, store: &Store, watches: Vec<Watch>) -> Vec<Polled> {
+/// Reads every alarm of `watches` concurrently; an Alertmanager alert counts if it was
+/// sent within `alert_max_age` seconds.
+pub async fn poll_all(
+    client: &reqwest::Client,
+    store: &Store,
+    watches: Vec<Watch>,
+    alert_max_age: f64,
+) -> Vec<Polled> {
     let mut jobs = JoinSet::new();
     for (w, watch) in watches.iter().enumerate() {
         for (a, alarm) in watch.alarms.iter().enumerate() {
@@ -81,7 +87,7 @@ pub async fn poll_all(client: &reqwest::Client, store: &Store, watches: Vec<Watc
                         (
                             alarm.name.clone(),
                             kind,
-                            read(&client, &store, &alarm).await,
+                            read(&client, &store, &alarm, alert_max_age).await,
                         )
                     }
                     Err(why) => ("?".to_string(), "unknown", Reading::Unreadable(why)),
@@ -131,15 +137,21 @@ fn kind_of(kind: &AlarmKind) -> &'static str {
 }
 
 /// Reads one alarm.
-pub async fn read(client: &reqwest::Client, store: &Store, alarm: &Alarm) -> Reading {
+pub async fn read(
+    client: &reqwest::Client,
+    store: &Store,
+    alarm: &Alarm,
+    alert_max_age: f64,
+) -> Reading {
     match &alarm.kind {
         AlarmKind::Prometheus {
-            url,
+            url: full,
             query,
             condition,
         } => {
+            let url = shown(full);
             let answer = client
-                .get(prometheus::query_url(url, query))
+                .get(prometheus::query_url(full, query))
                 .timeout(PROMETHEUS_TIMEOUT)
                 .send()
                 .await;
@@ -148,7 +160,7 @@ pub async fn read(client: &reqwest::Client, store: &Store, alarm: &Alarm) -> Rea
                 Err(e) => {
                     return Reading::Unreadable(format!(
                         "Prometheus at {url} did not answer: {}",
-                        plain(&e)
+                        plain(e)
                     ))
                 }
             };
@@ -161,25 +173,34 @@ pub async fn read(client: &reqwest::Client, store: &Store, alarm: &Alarm) -> Rea
             }
         }
         AlarmKind::Http {
-            url,
+            url: full,
             expect,
             timeout,
-        } => match client.get(url.clone()).timeout(*timeout).send().await {
+        } => match client.get(full.clone()).timeout(*timeout).send().await {
             Ok(r) if r.status().as_u16() == *expect => Reading::Ok,
             Ok(r) => Reading::Firing(format!(
-                "GET {url} answered {}, expected {expect}",
+                "GET {} answered {}, expected {expect}",
+                shown(full),
                 r.status().as_u16()
             )),
+            // The service being checked is what does not answer: that is the alarm.
+            Err(e) if e.is_connect() => Reading::Firing(format!(
+                "GET {} could not connect: {}",
+                shown(full),
+                plain(e)
+            )),
             Err(e) if e.is_timeout() => Reading::Firing(format!(
-                "GET {url} gave no answer within {}s",
+                "GET {} gave no answer within {}s",
+                shown(full),
                 timeout.as_secs_f64()
             )),
-            // The service being checked is what does not answer: that is the alarm.
-            Err(e) => Reading::Firing(format!("GET {url} failed: {}", plain(&e))),
+            Err(e) => Reading::Firing(format!("GET {} failed: {}", shown(full), plain(e))),
         },
         AlarmKind::Alertmanager { alert } => {
             let (store, name) = (store.clone(), alert.clone());
-            match tokio::task::spawn_blocking(move || store.firing_alerts(&name)).await {
+            match tokio::task::spawn_blocking(move || store.firing_alerts(&name, alert_max_age))
+                .await
+            {
                 Ok(Ok(firing)) if firing.is_empty() => Reading::Ok,
                 Ok(Ok(firing)) => Reading::Firing(format!(
                     "Alertmanager reports {} firing alert(s) named {alert}: {}",
@@ -193,14 +214,33 @@ pub async fn read(client: &reqwest::Client, store: &Store, alarm: &Alarm) -> Rea
     }
 }
 
-/// A reqwest error with its causes, in one line.
-fn plain(e: &reqwest::Error) -> String {
+/// `url` as people may see it: without a user name or password.
+fn shown(url: &url::Url) -> String {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.to_string()
+}
+
+/// A reqwest error with its causes, in one line, without its URL (which may carry
+/// credentials; the caller names the URL).
+fn plain(e: reqwest::Error) -> String {
+    let e = e.without_url();
     let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         text.push_str(": ");
         text.push_str(&s.to_string());
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shown_urls_carry_no_credentials() {
+        let url = url::Url::parse("http://admin:s3cret@127.0.0.1:9090/prom?x=1").unwrap();
+        assert_eq!(super::shown(&url), "http://127.0.0.1:9090/prom?x=1");
+    }
 }
