@@ -638,3 +638,75 @@ fn a_failed_deploy_stage_rolls_back_through_a_new_deployment() {
     );
     assert_eq!(page(), "good\n");
 }
+
+/// An agent killed in the middle of an event that comes back without its record of it
+/// (its in-progress file lost, as after a power cut) cannot leave the deployment hanging:
+/// its next poll fails the event at once, long before the agent timeout.
+#[test]
+fn an_agent_that_forgot_its_running_event_fails_it_on_its_next_poll() {
+    let s = Server::start();
+    s.push_admin_file(
+        "deploy.yaml",
+        "applications:\n  web:\n    groups:\n      prod:\n        tags: [[\"role=web\"]]\n",
+    )
+    .ok();
+    let mut agent = start_agent(&s, "web-1", &["role=web"]);
+    let work = s.local_repo(&s.admin, "w");
+    commit_file(&s, &s.admin, &work, "buildspec.yml", SPEC, "spec");
+    commit_file(&s, &s.admin, &work, "appspec.yml", APPSPEC, "appspec");
+    commit_file(&s, &s.admin, &work, "site/index.html", "slow\n", "site");
+    commit_file(
+        &s,
+        &s.admin,
+        &work,
+        "scripts/validate.sh",
+        "#!/bin/sh\ntouch \"$SLIPWAY_AGENT_ROOT/validating\"\nsleep 30\n",
+        "slow validate",
+    );
+    s.git(
+        &s.admin,
+        &work,
+        &["push", "-q", &s.url("app-forget"), "main"],
+    )
+    .ok();
+    assert_eq!(build_done(&s, 1)["status"], "SUCCEEDED");
+    s.ssh(&s.admin, "deploy create web prod --build 1").ok();
+    let validating = eventually(Duration::from_secs(60), || {
+        agent.root.join("validating").exists()
+    });
+    assert!(
+        validating,
+        "ValidateService never started\n{}",
+        s.log_text()
+    );
+    agent.kill();
+    let record = agent.state.join("in-progress.json");
+    assert!(
+        record.exists(),
+        "the agent keeps a record of the running event"
+    );
+    std::fs::remove_file(&record).unwrap();
+    agent.restart();
+    // The default agent timeout is 60 s; this must not wait for it.
+    let mut last = serde_json::Value::Null;
+    let failed = eventually(Duration::from_secs(20), || {
+        last = deployment_json(&s, 1);
+        last["deployment"]["status"] == "FAILED"
+    });
+    assert!(failed, "{last:#}\n{}", s.log_text());
+    let event = last["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == "ValidateService")
+        .unwrap()
+        .clone();
+    assert_eq!(event["status"], "FAILED", "{last:#}");
+    assert!(
+        event["message"]
+            .as_str()
+            .unwrap()
+            .contains("FAILED_AFTER_RESTART"),
+        "{event:#}"
+    );
+}
