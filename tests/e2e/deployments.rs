@@ -580,6 +580,18 @@ fn abandoning_a_pipeline_stops_its_deployment() {
         reason.contains("its pipeline action was abandoned"),
         "{reason}"
     );
+    // The host was half deployed: it does not stay "in progress" forever.
+    let host = &d["hosts"][0];
+    assert_eq!(host["status"], "FAILED", "{d:#}");
+    assert!(
+        host["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the deployment was stopped while this host was being deployed"),
+        "{d:#}"
+    );
+    let list = s.ssh(&s.admin, "agent list").ok().stdout;
+    assert!(list.contains("web/prod: UNHEALTHY"), "{list}");
 }
 
 /// A deploy stage with `on-failure: rollback`: when its deployment fails, the stage fails

@@ -190,6 +190,7 @@ pub fn end_deployment(
 /// Skips whatever has not started on `d`'s hosts (the deployment ended).
 fn skip_the_rest(
     t: &DeployTx<'_>,
+    fx: &mut Effects,
     d: &DeploymentRow,
     why: &str,
     now: f64,
@@ -202,11 +203,24 @@ fn skip_the_rest(
         }
     }
     for mut h in t.hosts(d.id)? {
-        if h.status == "PENDING" {
-            h.status = "SKIPPED".into();
-            h.ended = Some(now);
-            h.reason = Some(why.into());
-            t.put_host(&h)?;
+        match h.status.as_str() {
+            "PENDING" => {
+                h.status = "SKIPPED".into();
+                h.ended = Some(now);
+                h.reason = Some(why.into());
+                t.put_host(&h)?;
+            }
+            // Half deployed (an event may still finish on its agent): the host is not
+            // healthy, and goes first next time.
+            "IN_PROGRESS" => {
+                h.status = "FAILED".into();
+                h.ended = Some(now);
+                h.reason = Some(format!("{why} while this host was being deployed"));
+                t.put_host(&h)?;
+                t.set_group_host(&d.application, &d.group_name, &h.agent, false, None, d.id)?;
+                fx.emit(t, host_event(d, &h, None))?;
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -224,7 +238,7 @@ pub fn stop_deployment(
     cause: &str,
     now: f64,
 ) -> Result<String, StoreError> {
-    skip_the_rest(t, d, "the deployment was stopped", now)?;
+    skip_the_rest(t, fx, d, "the deployment was stopped", now)?;
     let mut why = why;
     // One that never started changed no host: rolling back would only undo the
     // deployment that runs before it.
@@ -561,7 +575,7 @@ fn progress(
     let plan = match plan_of(d, &hosts) {
         Ok(p) => p,
         Err(why) => {
-            skip_the_rest(t, d, &why, now)?;
+            skip_the_rest(t, fx, d, &why, now)?;
             end_deployment(t, fx, d, "FAILED", Some(why), now)?;
             return Ok(());
         }
@@ -616,7 +630,7 @@ fn progress(
             }
         }
         Decision::Failed { reason } => {
-            skip_the_rest(t, d, "the deployment failed", now)?;
+            skip_the_rest(t, fx, d, "the deployment failed", now)?;
             let mut why = reason;
             if let Some(more) = maybe_roll_back(t, fx, d, "failure")? {
                 why.push_str("; ");
