@@ -212,6 +212,21 @@ pub fn build_done(s: &Server, id: i64) -> serde_json::Value {
 
 pub const APPSPEC: &str = "version: 0.0\nos: linux\nfiles:\n  - source: site\n    destination: /srv/web\nhooks:\n  ValidateService:\n    - location: scripts/validate.sh\n      timeout: 30\n";
 
+/// Group web/prod (tag role=web) with agent web-1, and a work tree with the buildspec
+/// and appspec of [`SPEC`] and [`APPSPEC`] committed (push it to a repository).
+fn web_prod_with_one_agent(s: &Server) -> (Agent, PathBuf) {
+    s.push_admin_file(
+        "deploy.yaml",
+        "applications:\n  web:\n    groups:\n      prod:\n        tags: [[\"role=web\"]]\n",
+    )
+    .ok();
+    let agent = start_agent(s, "web-1", &["role=web"]);
+    let work = s.local_repo(&s.admin, "w");
+    commit_file(s, &s.admin, &work, "buildspec.yml", SPEC, "spec");
+    commit_file(s, &s.admin, &work, "appspec.yml", APPSPEC, "appspec");
+    (agent, work)
+}
+
 /// A revision: the site's index.html says `text`; ValidateService fails when `healthy`
 /// is false.
 pub fn revision(s: &Server, work: &Path, text: &str, healthy: bool) {
@@ -370,15 +385,7 @@ fn a_revision_reaches_the_group_and_a_failing_one_is_rolled_back() {
 #[test]
 fn a_pipeline_deploy_action_deploys_the_build_artifact() {
     let s = Server::start();
-    s.push_admin_file(
-        "deploy.yaml",
-        "applications:\n  web:\n    groups:\n      prod:\n        tags: [[\"role=web\"]]\n",
-    )
-    .ok();
-    let agent = start_agent(&s, "web-1", &["role=web"]);
-    let work = s.local_repo(&s.admin, "w");
-    commit_file(&s, &s.admin, &work, "buildspec.yml", SPEC, "spec");
-    commit_file(&s, &s.admin, &work, "appspec.yml", APPSPEC, "appspec");
+    let (agent, work) = web_prod_with_one_agent(&s);
     revision(&s, &work, "from the pipeline", true);
     let pipeline = "name: ship\nstages:\n  - name: build\n    actions: [ { name: compile, build: {}, outputs: [site] } ]\n  - name: deploy\n    actions: [ { name: prod, deploy: { application: web, group: prod }, inputs: [site] } ]\n";
     commit_file(&s, &s.admin, &work, "pipeline.yml", pipeline, "pipeline");
@@ -536,15 +543,7 @@ fn a_killed_agent_fails_its_host_and_is_deployed_to_first_next_time() {
 #[test]
 fn abandoning_a_pipeline_stops_its_deployment() {
     let s = Server::start();
-    s.push_admin_file(
-        "deploy.yaml",
-        "applications:\n  web:\n    groups:\n      prod:\n        tags: [[\"role=web\"]]\n",
-    )
-    .ok();
-    let agent = start_agent(&s, "web-1", &["role=web"]);
-    let work = s.local_repo(&s.admin, "w");
-    commit_file(&s, &s.admin, &work, "buildspec.yml", SPEC, "spec");
-    commit_file(&s, &s.admin, &work, "appspec.yml", APPSPEC, "appspec");
+    let (agent, work) = web_prod_with_one_agent(&s);
     commit_file(&s, &s.admin, &work, "site/index.html", "slow\n", "site");
     commit_file(
         &s,
@@ -599,15 +598,7 @@ fn abandoning_a_pipeline_stops_its_deployment() {
 #[test]
 fn a_failed_deploy_stage_rolls_back_through_a_new_deployment() {
     let s = Server::start();
-    s.push_admin_file(
-        "deploy.yaml",
-        "applications:\n  web:\n    groups:\n      prod:\n        tags: [[\"role=web\"]]\n",
-    )
-    .ok();
-    let agent = start_agent(&s, "web-1", &["role=web"]);
-    let work = s.local_repo(&s.admin, "w");
-    commit_file(&s, &s.admin, &work, "buildspec.yml", SPEC, "spec");
-    commit_file(&s, &s.admin, &work, "appspec.yml", APPSPEC, "appspec");
+    let (agent, work) = web_prod_with_one_agent(&s);
     revision(&s, &work, "good", true);
     let pipeline = "name: ship\nstages:\n  - name: build\n    actions: [ { name: compile, build: {}, outputs: [site] } ]\n  - name: deploy\n    on-failure: rollback\n    actions: [ { name: prod, deploy: { application: web, group: prod }, inputs: [site] } ]\n";
     commit_file(&s, &s.admin, &work, "pipeline.yml", pipeline, "pipeline");
@@ -657,15 +648,7 @@ fn a_failed_deploy_stage_rolls_back_through_a_new_deployment() {
 #[test]
 fn an_agent_that_forgot_its_running_event_fails_it_on_its_next_poll() {
     let s = Server::start();
-    s.push_admin_file(
-        "deploy.yaml",
-        "applications:\n  web:\n    groups:\n      prod:\n        tags: [[\"role=web\"]]\n",
-    )
-    .ok();
-    let mut agent = start_agent(&s, "web-1", &["role=web"]);
-    let work = s.local_repo(&s.admin, "w");
-    commit_file(&s, &s.admin, &work, "buildspec.yml", SPEC, "spec");
-    commit_file(&s, &s.admin, &work, "appspec.yml", APPSPEC, "appspec");
+    let (mut agent, work) = web_prod_with_one_agent(&s);
     commit_file(&s, &s.admin, &work, "site/index.html", "slow\n", "site");
     commit_file(
         &s,
