@@ -147,15 +147,26 @@ async fn new_host(state: &Arc<ServerState>, agent: &AgentRow) {
     }
 }
 
+/// What an agent without a valid credential is told.
+const UNKNOWN_CREDENTIAL: &str =
+    "unknown or missing agent credential; register the agent again with a new token (`agent token create`)";
+
+/// The answer handing `command` to `agent`.
+fn dispatched(agent: &AgentRow, command: &slipway_actors::store::EventRow) -> HttpResponse {
+    tracing::debug!(agent = %agent.name, command = command.id, event = %command.event, "command dispatched");
+    HttpResponse::Ok().json(serde_json::json!({
+        "command": {
+            "id": command.id,
+            "deployment_id": command.deployment_id,
+            "event": command.event,
+        }
+    }))
+}
+
 /// The agent a request's bearer credential names.
 async fn authenticate(state: &ServerState, req: &HttpRequest) -> Result<AgentRow, HttpResponse> {
     use actix_web::http::StatusCode;
-    let unauthorized = || {
-        error(
-            StatusCode::UNAUTHORIZED,
-            "unknown or missing agent credential; register the agent again with a new token (`agent token create`)",
-        )
-    };
+    let unauthorized = || error(StatusCode::UNAUTHORIZED, UNKNOWN_CREDENTIAL);
     let credential = bearer(req).ok_or_else(unauthorized)?;
     let (store, hash) = (
         state.store.clone(),
@@ -174,28 +185,39 @@ async fn poll(
     query: web::Query<PollQuery>,
     body: web::Json<Poll>,
 ) -> HttpResponse {
-    let agent = match authenticate(&state, &req).await {
-        Ok(a) => a,
-        Err(response) => return response,
+    use actix_web::http::StatusCode;
+    let Some(credential) = bearer(&req) else {
+        return error(StatusCode::UNAUTHORIZED, UNKNOWN_CREDENTIAL);
     };
-    let (store, name, version) = (
+    // One trip to the store: who it is, that it was seen, what it forgot, and its next
+    // command if one is ready already (an agent back from an event often has one).
+    let (store, hash, version) = (
         state.store.clone(),
-        agent.name.clone(),
+        slipway_actors::store::secret_hash(credential),
         clean_version(&body.version),
     );
-    let orphans = blocking("recording an agent's poll", move || {
-        store.agent_seen(&name, &version)?;
-        store.fail_orphaned_commands(&name)
+    let first = blocking("recording an agent's poll", move || {
+        let Some(agent) = store.agent_by_credential(&hash)? else {
+            return Ok(None);
+        };
+        store.agent_seen(&agent.name, &version)?;
+        let orphans = store.fail_orphaned_commands(&agent.name)?;
+        let command = store.next_command(&agent.name)?;
+        Ok::<_, slipway_actors::store::StoreError>(Some((agent, orphans, command)))
     })
     .await;
-    match orphans {
-        Ok(0) => {}
-        Ok(n) => {
-            tracing::warn!(agent = %agent.name, commands = n,
-                "the agent polled while its commands were in progress: it restarted without a record of them; failed them");
-            state.runtime.deployments_changed();
-        }
+    let (agent, orphans, command) = match first {
+        Ok(Some(found)) => found,
+        Ok(None) => return error(StatusCode::UNAUTHORIZED, UNKNOWN_CREDENTIAL),
         Err(response) => return response,
+    };
+    if orphans > 0 {
+        tracing::warn!(agent = %agent.name, commands = orphans,
+            "the agent polled while its commands were in progress: it restarted without a record of them; failed them");
+        state.runtime.deployments_changed();
+    }
+    if let Some(command) = command {
+        return dispatched(&agent, &command);
     }
     let wait = query
         .wait
@@ -211,16 +233,7 @@ async fn poll(
         notified.as_mut().enable();
         let (store, name) = (state.store.clone(), agent.name.clone());
         match blocking("reading agent commands", move || store.next_command(&name)).await {
-            Ok(Some(command)) => {
-                tracing::debug!(agent = %agent.name, command = command.id, event = %command.event, "command dispatched");
-                return HttpResponse::Ok().json(serde_json::json!({
-                    "command": {
-                        "id": command.id,
-                        "deployment_id": command.deployment_id,
-                        "event": command.event,
-                    }
-                }));
-            }
+            Ok(Some(command)) => return dispatched(&agent, &command),
             Ok(None) => {}
             Err(response) => return response,
         }
