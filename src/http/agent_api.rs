@@ -163,15 +163,23 @@ fn dispatched(agent: &AgentRow, command: &slipway_actors::store::EventRow) -> Ht
     }))
 }
 
+/// The answer to a request without a known agent credential.
+fn unauthorized() -> HttpResponse {
+    error(
+        actix_web::http::StatusCode::UNAUTHORIZED,
+        UNKNOWN_CREDENTIAL,
+    )
+}
+
+/// The SHA-256 of a request's bearer credential (as the store keeps credentials).
+fn credential_hash(req: &HttpRequest) -> Option<String> {
+    bearer(req).map(slipway_actors::store::secret_hash)
+}
+
 /// The agent a request's bearer credential names.
 async fn authenticate(state: &ServerState, req: &HttpRequest) -> Result<AgentRow, HttpResponse> {
-    use actix_web::http::StatusCode;
-    let unauthorized = || error(StatusCode::UNAUTHORIZED, UNKNOWN_CREDENTIAL);
-    let credential = bearer(req).ok_or_else(unauthorized)?;
-    let (store, hash) = (
-        state.store.clone(),
-        slipway_actors::store::secret_hash(credential),
-    );
+    let hash = credential_hash(req).ok_or_else(unauthorized)?;
+    let store = state.store.clone();
     blocking("looking up an agent", move || {
         store.agent_by_credential(&hash)
     })
@@ -185,17 +193,12 @@ async fn poll(
     query: web::Query<PollQuery>,
     body: web::Json<Poll>,
 ) -> HttpResponse {
-    use actix_web::http::StatusCode;
-    let Some(credential) = bearer(&req) else {
-        return error(StatusCode::UNAUTHORIZED, UNKNOWN_CREDENTIAL);
+    let Some(hash) = credential_hash(&req) else {
+        return unauthorized();
     };
     // One trip to the store: who it is, that it was seen, what it forgot, and its next
     // command if one is ready already (an agent back from an event often has one).
-    let (store, hash, version) = (
-        state.store.clone(),
-        slipway_actors::store::secret_hash(credential),
-        clean_version(&body.version),
-    );
+    let (store, version) = (state.store.clone(), clean_version(&body.version));
     let first = blocking("recording an agent's poll", move || {
         let Some(agent) = store.agent_by_credential(&hash)? else {
             return Ok(None);
@@ -208,7 +211,7 @@ async fn poll(
     .await;
     let (agent, orphans, command) = match first {
         Ok(Some(found)) => found,
-        Ok(None) => return error(StatusCode::UNAUTHORIZED, UNKNOWN_CREDENTIAL),
+        Ok(None) => return unauthorized(),
         Err(response) => return response,
     };
     if orphans > 0 {

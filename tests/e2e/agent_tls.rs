@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::deployments::{
-    agent_binary, agent_token, build_done, revision, start_agent_via, wait_deployment, Connection,
-    APPSPEC, SPEC,
+    agent_binary, agent_token, app_work, build_done, revision, start_agent_via, wait_deployment,
+    Connection,
 };
 use crate::harness::*;
 
@@ -208,9 +208,7 @@ fn an_agent_trusting_the_private_ca_deploys_over_https() {
             args: vec!["--ca".into(), ca.clone()],
         },
     );
-    let work = s.local_repo(&s.admin, "w");
-    commit_file(&s, &s.admin, &work, "buildspec.yml", SPEC, "spec");
-    commit_file(&s, &s.admin, &work, "appspec.yml", APPSPEC, "appspec");
+    let work = app_work(&s);
     revision(&s, &work, "served over https", true);
     s.git(&s.admin, &work, &["push", "-q", &s.url("app-tls"), "main"])
         .ok();

@@ -6,20 +6,18 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::deployments::{build_done, revision, start_agent, wait_deployment, APPSPEC, SPEC};
+use crate::deployments::{
+    app_work, build_done, revision, server_with_deploy_settings, start_agent, wait_deployment,
+};
 use crate::harness::*;
 use crate::peers::{MetricsEndpoint, Prometheus, WebhookReceiver};
 
 const TOKEN: &str = "alertmanager-test-token-0123456789";
 
 fn server() -> Server {
-    Server::start_with(Options {
-        settings: Some(format!(
-            "{}deploy:\n  alarm_interval: 1s\n  alertmanager_token: {TOKEN}\n",
-            settings_yaml(&[])
-        )),
-        ..Options::default()
-    })
+    server_with_deploy_settings(&format!(
+        "  alarm_interval: 1s\n  alertmanager_token: {TOKEN}\n"
+    ))
 }
 
 /// Pushes the app repository and waits for build `id`.
@@ -94,9 +92,7 @@ fn a_prometheus_alarm_crossing_its_threshold_stops_and_rolls_back() {
     .ok();
     let a = start_agent(&s, "web-1", &["role=web"]);
     let b = start_agent(&s, "web-2", &["role=web"]);
-    let work = s.local_repo(&s.admin, "w");
-    commit_file(&s, &s.admin, &work, "buildspec.yml", SPEC, "spec");
-    commit_file(&s, &s.admin, &work, "appspec.yml", APPSPEC, "appspec");
+    let work = app_work(&s);
     revision(&s, &work, "version one", true);
     push_and_build(&s, &work, 1);
     let first = deploy(&s, "web", "prod", 1);
@@ -197,9 +193,7 @@ fn http_and_alertmanager_alarms_and_alarms_that_cannot_be_read() {
     .ok();
     let web = start_agent(&s, "web-1", &["role=web"]);
     let _canary = start_agent(&s, "canary-1", &["role=canary"]);
-    let work = s.local_repo(&s.admin, "w");
-    commit_file(&s, &s.admin, &work, "buildspec.yml", SPEC, "spec");
-    commit_file(&s, &s.admin, &work, "appspec.yml", APPSPEC, "appspec");
+    let work = app_work(&s);
     revision(&s, &work, "version one", true);
     push_and_build(&s, &work, 1);
     commit_file(

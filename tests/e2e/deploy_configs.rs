@@ -11,7 +11,7 @@
 
 use serde_json::Value;
 
-use crate::deployments::{build_done, create_deployment, start_agent, wait_deployment, Agent};
+use crate::deployments::{create_deployment, first_build, start_agent, wait_deployment, Agent};
 use crate::harness::*;
 
 const HOSTS: [&str; 4] = ["h1", "h2", "h3", "h4"];
@@ -149,18 +149,16 @@ fn deployment_configurations_decide_batches_and_success() {
         .iter()
         .map(|name| start_agent(&s, name, &["role=cfg"]))
         .collect();
-    let work = s.local_repo(&s.admin, "w");
-    for (file, text) in [
-        ("buildspec.yml", BUILDSPEC),
-        ("appspec.yml", APPSPEC),
-        ("scripts/start.sh", START),
-        ("scripts/validate.sh", VALIDATE),
-    ] {
-        commit_file(&s, &s.admin, &work, file, text, file);
-    }
-    s.git(&s.admin, &work, &["push", "-q", &s.url("app-cfg"), "main"])
-        .ok();
-    assert_eq!(build_done(&s, 1)["status"], "SUCCEEDED");
+    first_build(
+        &s,
+        "app-cfg",
+        &[
+            ("buildspec.yml", BUILDSPEC),
+            ("appspec.yml", APPSPEC),
+            ("scripts/start.sh", START),
+            ("scripts/validate.sh", VALIDATE),
+        ],
+    );
 
     for case in CASES {
         for (name, agent) in HOSTS.iter().zip(&agents) {

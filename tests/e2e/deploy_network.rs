@@ -10,8 +10,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::deployments::{
-    build_done, create_deployment, deployment_json, start_agent, start_agent_via, wait_deployment,
-    Agent,
+    create_deployment, deployment_json, first_build, server_with_deploy_settings, start_agent,
+    start_agent_via, wait_deployment, Agent,
 };
 use crate::harness::*;
 
@@ -161,13 +161,7 @@ fn host<'a>(done: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
 /// itself, the cut command is not run again, and the next deployment goes to `n2` first.
 #[test]
 fn a_network_cut_fails_the_host_and_the_agent_comes_back_by_itself() {
-    let s = Server::start_with(Options {
-        settings: Some(format!(
-            "{}deploy:\n  agent_timeout: 3s\n",
-            settings_yaml(&[])
-        )),
-        ..Options::default()
-    });
+    let s = server_with_deploy_settings("  agent_timeout: 3s\n");
     s.push_admin_file(
         "deploy.yaml",
         "applications:\n  net:\n    groups:\n      prod:\n        tags: [[\"role=net\"]]\n        config: one-at-a-time\n",
@@ -181,18 +175,16 @@ fn a_network_cut_fails_the_host_and_the_agent_comes_back_by_itself() {
         &["role=net"],
         &crate::deployments::Connection::to(&proxy.url()),
     );
-    let work = s.local_repo(&s.admin, "w");
-    for (file, text) in [
-        ("buildspec.yml", BUILDSPEC),
-        ("appspec.yml", APPSPEC),
-        ("scripts/start.sh", START),
-        ("scripts/validate.sh", VALIDATE),
-    ] {
-        commit_file(&s, &s.admin, &work, file, text, file);
-    }
-    s.git(&s.admin, &work, &["push", "-q", &s.url("app-net"), "main"])
-        .ok();
-    assert_eq!(build_done(&s, 1)["status"], "SUCCEEDED");
+    first_build(
+        &s,
+        "app-net",
+        &[
+            ("buildspec.yml", BUILDSPEC),
+            ("appspec.yml", APPSPEC),
+            ("scripts/start.sh", START),
+            ("scripts/validate.sh", VALIDATE),
+        ],
+    );
 
     // Busy for 5 s, longer than the agent timeout, without a cut: not lost.
     std::fs::write(n2.root.join("sleep"), "5").unwrap();

@@ -220,11 +220,43 @@ fn web_prod_with_one_agent(s: &Server) -> (Agent, PathBuf) {
         "applications:\n  web:\n    groups:\n      prod:\n        tags: [[\"role=web\"]]\n",
     )
     .ok();
-    let agent = start_agent(s, "web-1", &["role=web"]);
+    (start_agent(s, "web-1", &["role=web"]), app_work(s))
+}
+
+/// A work tree with the buildspec and appspec of [`SPEC`] and [`APPSPEC`] committed
+/// (push it to a repository; add a revision with [`revision`]).
+pub fn app_work(s: &Server) -> PathBuf {
     let work = s.local_repo(&s.admin, "w");
     commit_file(s, &s.admin, &work, "buildspec.yml", SPEC, "spec");
     commit_file(s, &s.admin, &work, "appspec.yml", APPSPEC, "appspec");
-    (agent, work)
+    work
+}
+
+/// A server whose slipway.yaml has `deploy:` settings `lines` (indented YAML lines).
+pub fn server_with_deploy_settings(lines: &str) -> Server {
+    Server::start_with(Options {
+        settings: Some(format!("{}deploy:\n{lines}", settings_yaml(&[]))),
+        ..Options::default()
+    })
+}
+
+/// Commits `files` (path, text) to a new work tree, pushes it to `repo` and waits for
+/// that push's build, the server's first; answers the work tree.
+pub fn first_build(s: &Server, repo: &str, files: &[(&str, &str)]) -> PathBuf {
+    let work = s.local_repo(&s.admin, "w");
+    for (file, text) in files {
+        commit_file(s, &s.admin, &work, file, text, file);
+    }
+    s.git(&s.admin, &work, &["push", "-q", &s.url(repo), "main"])
+        .ok();
+    assert_eq!(build_done(s, 1)["status"], "SUCCEEDED");
+    work
+}
+
+/// A pipeline `ship`: a build stage whose artifact `site` a deploy stage deploys to
+/// web/prod; `deploy_stage_extra` is added to the deploy stage (e.g. `on-failure`).
+fn ship_pipeline(deploy_stage_extra: &str) -> String {
+    format!("name: ship\nstages:\n  - name: build\n    actions: [ {{ name: compile, build: {{}}, outputs: [site] }} ]\n  - name: deploy\n{deploy_stage_extra}    actions: [ {{ name: prod, deploy: {{ application: web, group: prod }}, inputs: [site] }} ]\n")
 }
 
 /// A revision: the site's index.html says `text`; ValidateService fails when `healthy`
@@ -274,9 +306,7 @@ fn a_revision_reaches_the_group_and_a_failing_one_is_rolled_back() {
     let a = start_agent(&s, "web-1", &["role=web"]);
     let b = start_agent(&s, "web-2", &["role=web"]);
     let other = start_agent(&s, "db-1", &["role=db"]);
-    let work = s.local_repo(&s.admin, "w");
-    commit_file(&s, &s.admin, &work, "buildspec.yml", SPEC, "spec");
-    commit_file(&s, &s.admin, &work, "appspec.yml", APPSPEC, "appspec");
+    let work = app_work(&s);
     revision(&s, &work, "version one", true);
     s.git(&s.admin, &work, &["push", "-q", &s.url("app-site"), "main"])
         .ok();
@@ -387,8 +417,14 @@ fn a_pipeline_deploy_action_deploys_the_build_artifact() {
     let s = Server::start();
     let (agent, work) = web_prod_with_one_agent(&s);
     revision(&s, &work, "from the pipeline", true);
-    let pipeline = "name: ship\nstages:\n  - name: build\n    actions: [ { name: compile, build: {}, outputs: [site] } ]\n  - name: deploy\n    actions: [ { name: prod, deploy: { application: web, group: prod }, inputs: [site] } ]\n";
-    commit_file(&s, &s.admin, &work, "pipeline.yml", pipeline, "pipeline");
+    commit_file(
+        &s,
+        &s.admin,
+        &work,
+        "pipeline.yml",
+        &ship_pipeline(""),
+        "pipeline",
+    );
     s.git(&s.admin, &work, &["push", "-q", &s.url("app-ship"), "main"])
         .ok();
     let id = crate::pipelines::wait_executions(&s, "ship", 1)[0];
@@ -418,13 +454,7 @@ fn a_pipeline_deploy_action_deploys_the_build_artifact() {
 /// goes to that host first, and the restarted agent reports the interrupted command.
 #[test]
 fn a_killed_agent_fails_its_host_and_is_deployed_to_first_next_time() {
-    let s = Server::start_with(Options {
-        settings: Some(format!(
-            "{}deploy:\n  agent_timeout: 3s\n",
-            settings_yaml(&[])
-        )),
-        ..Options::default()
-    });
+    let s = server_with_deploy_settings("  agent_timeout: 3s\n");
     s.push_admin_file(
         "deploy.yaml",
         "applications:\n  web:\n    groups:\n      prod:\n        tags: [[\"role=web\"]]\n        config: one-at-a-time\n",
@@ -432,9 +462,7 @@ fn a_killed_agent_fails_its_host_and_is_deployed_to_first_next_time() {
     .ok();
     let first = start_agent(&s, "web-1", &["role=web"]);
     let mut second = start_agent(&s, "web-2", &["role=web"]);
-    let work = s.local_repo(&s.admin, "w");
-    commit_file(&s, &s.admin, &work, "buildspec.yml", SPEC, "spec");
-    commit_file(&s, &s.admin, &work, "appspec.yml", APPSPEC, "appspec");
+    let work = app_work(&s);
     // web-2's ValidateService takes long (its root's path names it).
     commit_file(&s, &s.admin, &work, "site/index.html", "one\n", "one");
     commit_file(
@@ -553,8 +581,14 @@ fn abandoning_a_pipeline_stops_its_deployment() {
         "#!/bin/sh\ntouch \"$SLIPWAY_AGENT_ROOT/validating\"\nsleep 20\n",
         "slow validate",
     );
-    let pipeline = "name: ship\nstages:\n  - name: build\n    actions: [ { name: compile, build: {}, outputs: [site] } ]\n  - name: deploy\n    actions: [ { name: prod, deploy: { application: web, group: prod }, inputs: [site] } ]\n";
-    commit_file(&s, &s.admin, &work, "pipeline.yml", pipeline, "pipeline");
+    commit_file(
+        &s,
+        &s.admin,
+        &work,
+        "pipeline.yml",
+        &ship_pipeline(""),
+        "pipeline",
+    );
     s.git(&s.admin, &work, &["push", "-q", &s.url("app-ship"), "main"])
         .ok();
     let id = crate::pipelines::wait_executions(&s, "ship", 1)[0];
@@ -600,8 +634,8 @@ fn a_failed_deploy_stage_rolls_back_through_a_new_deployment() {
     let s = Server::start();
     let (agent, work) = web_prod_with_one_agent(&s);
     revision(&s, &work, "good", true);
-    let pipeline = "name: ship\nstages:\n  - name: build\n    actions: [ { name: compile, build: {}, outputs: [site] } ]\n  - name: deploy\n    on-failure: rollback\n    actions: [ { name: prod, deploy: { application: web, group: prod }, inputs: [site] } ]\n";
-    commit_file(&s, &s.admin, &work, "pipeline.yml", pipeline, "pipeline");
+    let pipeline = ship_pipeline("    on-failure: rollback\n");
+    commit_file(&s, &s.admin, &work, "pipeline.yml", &pipeline, "pipeline");
     s.git(&s.admin, &work, &["push", "-q", &s.url("app-ship"), "main"])
         .ok();
     let good = crate::pipelines::wait_executions(&s, "ship", 1)[0];

@@ -615,7 +615,7 @@ fn progress(
         Decision::Succeeded => {
             let bake = d.settings["bake_seconds"].as_f64().unwrap_or(0.0);
             let last_host = hosts.iter().filter_map(|h| h.ended).fold(0.0, f64::max);
-            if bake <= 0.0 && watched(d) && clock.alarms_read_at < last_host {
+            if bake <= 0.0 && super::alarms::Watch::applies(d) && clock.alarms_read_at < last_host {
                 // The alarms have the last word: wait for a reading made after the
                 // last host finished.
                 return Ok(());
@@ -642,11 +642,6 @@ fn progress(
     Ok(())
 }
 
-/// Whether `d`'s alarms are read (see [`super::alarms::Watch::of`]).
-fn watched(d: &DeploymentRow) -> bool {
-    super::alarms::Watch::of(d).is_some()
-}
-
 fn bake(
     t: &DeployTx<'_>,
     fx: &mut Effects,
@@ -658,7 +653,7 @@ fn bake(
         return Ok(());
     }
     // Alarms count until the end: the bake ends after a reading made once it was over.
-    if watched(d) && clock.alarms_read_at < until {
+    if super::alarms::Watch::applies(d) && clock.alarms_read_at < until {
         return Ok(());
     }
     end_deployment(t, fx, d, "SUCCEEDED", None, clock.now)?;

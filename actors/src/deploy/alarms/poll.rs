@@ -23,11 +23,20 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// Whether `d` is watched at all ([`Watch::of`] without reading its alarms): it has
+    /// alarms and is not a rollback.
+    pub fn applies(d: &DeploymentRow) -> bool {
+        d.rollback_of.is_none()
+            && d.settings["alarms"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+    }
+
     /// What `d` watches; `None` when it has no alarms, or when it is a rollback: the
     /// alarm most likely fires because of the revision being rolled back, and stopping
     /// the cure half-way would leave the group on two revisions.
     pub fn of(d: &DeploymentRow) -> Option<Watch> {
-        if d.rollback_of.is_some() {
+        if !Watch::applies(d) {
             return None;
         }
         let alarms = snapshot::from_json(&d.settings["alarms"]);
